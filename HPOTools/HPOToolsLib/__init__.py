@@ -1,0 +1,1 @@
+"""HPOTools engine (no Slicer imports)."""

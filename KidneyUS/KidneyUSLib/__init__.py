@@ -1,0 +1,1 @@
+"""KidneyUS engine (no Slicer imports)."""

@@ -1,0 +1,1 @@
+"""MRIFieldOfView engine (no Slicer imports)."""

@@ -1,0 +1,1 @@
+"""Code shared by the SegTune modules (no Qt)."""
