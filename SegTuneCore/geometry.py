@@ -1,0 +1,336 @@
+"""Volumes with their geometry, and the bridges between arrays, SimpleITK images and files.
+
+Conventions (the same as Slicer's):
+- `Volume.array` is indexed [k, j, i], like `slicer.util.arrayFromVolume` and
+  `SimpleITK.GetArrayFromImage`.
+- `Volume.ijk_to_ras` is the 4x4 voxel-to-RAS matrix. ITK and the files it writes are LPS: the
+  LPS<->RAS flip happens in `volume_to_sitk`/`volume_from_sitk` and nowhere else.
+
+SimpleITK is imported lazily so that array-only users (training on a machine without SimpleITK)
+can import this module. The MRML bridge lives in `SegTuneCore.mrml`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from SegTuneCore.errors import SegTuneError
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+@dataclass
+class Volume:
+    array: np.ndarray
+    ijk_to_ras: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.ijk_to_ras = np.asarray(self.ijk_to_ras, dtype=np.float64)
+        if self.ijk_to_ras.shape != (4, 4):
+            raise ValueError("ijk_to_ras must be a 4x4 matrix")
+
+    @classmethod
+    def from_geometry(cls, array: np.ndarray, spacing: Sequence[float], origin: Sequence[float],
+                      directions: np.ndarray | None = None) -> "Volume":
+        """spacing (i, j, k) in mm, origin in RAS, directions columns = unit RAS axes of i, j, k."""
+        directions = np.eye(3) if directions is None else np.asarray(directions, dtype=np.float64)
+        matrix = np.eye(4)
+        matrix[:3, :3] = directions * np.asarray(spacing, dtype=np.float64)[None, :]
+        matrix[:3, 3] = origin
+        return cls(np.asarray(array), matrix)
+
+    @property
+    def spacing(self) -> np.ndarray:
+        return np.linalg.norm(self.ijk_to_ras[:3, :3], axis=0)
+
+    @property
+    def origin(self) -> np.ndarray:
+        return self.ijk_to_ras[:3, 3].copy()
+
+    @property
+    def directions(self) -> np.ndarray:
+        return self.ijk_to_ras[:3, :3] / self.spacing[None, :]
+
+    @property
+    def shape_ijk(self) -> tuple[int, int, int]:
+        return tuple(int(n) for n in self.array.shape[::-1][:3])
+
+    @property
+    def ras_to_ijk(self) -> np.ndarray:
+        return np.linalg.inv(self.ijk_to_ras)
+
+    def with_array(self, array: np.ndarray) -> "Volume":
+        if array.shape[:3] != self.array.shape[:3]:
+            raise ValueError(f"array shape {array.shape} does not match the volume's {self.array.shape}")
+        return Volume(array, self.ijk_to_ras.copy())
+
+    def ijk_to_ras_points(self, ijk: np.ndarray) -> np.ndarray:
+        ijk = np.atleast_2d(np.asarray(ijk, dtype=np.float64))
+        return ijk @ self.ijk_to_ras[:3, :3].T + self.ijk_to_ras[:3, 3]
+
+
+@dataclass(frozen=True)
+class Segment:
+    name: str
+    label_value: int
+    color: tuple[float, float, float]
+
+
+# --- SimpleITK bridge -----------------------------------------------------------------------
+
+def volume_to_sitk(volume: Volume):
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(np.ascontiguousarray(volume.array), isVector=volume.array.ndim == 4)
+    image.SetSpacing([float(s) for s in volume.spacing])
+    image.SetOrigin([float(v) for v in LPS_TO_RAS @ volume.origin])
+    image.SetDirection([float(v) for v in (LPS_TO_RAS @ volume.directions).ravel()])
+    return image
+
+
+def volume_from_sitk(image) -> Volume:
+    import SimpleITK as sitk
+
+    if image.GetDimension() != 3:
+        raise SegTuneError(f"expected a 3D image, got a {image.GetDimension()}D image")
+    direction = np.array(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    return Volume.from_geometry(
+        sitk.GetArrayFromImage(image),
+        spacing=image.GetSpacing(),
+        origin=LPS_TO_RAS @ np.array(image.GetOrigin(), dtype=np.float64),
+        directions=LPS_TO_RAS @ direction,
+    )
+
+
+# --- files ----------------------------------------------------------------------------------
+
+VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+
+
+def _check_readable(path: Path) -> None:
+    if not path.exists():
+        raise SegTuneError(f"{path}: no such file")
+    if path.is_dir():
+        raise SegTuneError(f"{path}: is a directory, expected an image file")
+    if path.stat().st_size == 0:
+        raise SegTuneError(f"{path}: file is empty")
+
+
+def read_volume(path: str | os.PathLike, *, require_3d: bool = True) -> Volume:
+    """Read a scalar volume (NRRD, NIfTI, MHA); every failure is a one-line SegTuneError."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    _check_readable(path)
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise SegTuneError(f"{path}: not a readable image ({_itk_reason(exc)})") from None
+    size = image.GetSize()
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise SegTuneError(f"{path}: has {image.GetNumberOfComponentsPerPixel()} components per voxel, expected a scalar volume")
+    if require_3d and (image.GetDimension() != 3 or min(size) < 2):
+        shape = "x".join(str(s) for s in size)
+        raise SegTuneError(f"{path}: is a {shape} image, expected a 3D volume")
+    if image.GetDimension() != 3:
+        raise SegTuneError(f"{path}: {image.GetDimension()}D images are not supported")
+    return volume_from_sitk(image)
+
+
+def _itk_reason(exc: RuntimeError) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    # ITK's last line is the useful description; the first ones are source locations.
+    return lines[-1] if lines else "unknown reason"
+
+
+def write_volume(volume: Volume, path: str | os.PathLike, *, compress: bool = True) -> Path:
+    """Write atomically: a reader never sees a half-written file."""
+    import SimpleITK as sitk
+
+    from SegTuneCore.process import atomic_write
+
+    path = Path(path)
+    if not str(path).lower().endswith(VOLUME_SUFFIXES):
+        raise SegTuneError(f"{path}: unsupported file type (use one of {', '.join(VOLUME_SUFFIXES)})")
+    with atomic_write(path) as tmp:
+        sitk.WriteImage(volume_to_sitk(volume), str(tmp), compress)
+    return path
+
+
+# --- .seg.nrrd (Slicer's segmentation file) ---------------------------------------------------
+# A single-layer labelmap NRRD whose key/value pairs carry the segment list. Written and read
+# through SimpleITK so that engines need no MRML; the MRML segmentation storage node reads it.
+
+def _segment_fields(index: int, segment: Segment, extent: tuple[int, ...]) -> dict[str, str]:
+    color = " ".join(f"{c:.6g}" for c in segment.color)
+    return {
+        f"Segment{index}_ID": f"Segment_{segment.label_value}",
+        f"Segment{index}_Name": segment.name,
+        f"Segment{index}_NameAutoGenerated": "0",
+        f"Segment{index}_Color": color,
+        f"Segment{index}_ColorAutoGenerated": "0",
+        f"Segment{index}_LabelValue": str(segment.label_value),
+        f"Segment{index}_Layer": "0",
+        f"Segment{index}_Extent": " ".join(str(e) for e in extent),
+        f"Segment{index}_Tags": "",
+    }
+
+
+def write_segmentation(labels: Volume, segments: Sequence[Segment], path: str | os.PathLike) -> Path:
+    import SimpleITK as sitk
+
+    from SegTuneCore.process import atomic_write
+
+    path = Path(path)
+    if not path.name.endswith(".seg.nrrd"):
+        raise SegTuneError(f"{path}: a segmentation file must end with .seg.nrrd")
+    values = [s.label_value for s in segments]
+    if len(set(values)) != len(values) or any(v <= 0 or v > 255 for v in values):
+        raise SegTuneError("segment label values must be distinct integers in 1..255")
+    array = np.asarray(labels.array)
+    image = volume_to_sitk(labels.with_array(array.astype(np.uint8)))
+    for index, segment in enumerate(segments):
+        extent = _label_extent(array == segment.label_value)
+        for key, value in _segment_fields(index, segment, extent).items():
+            image.SetMetaData(key, value)
+    image.SetMetaData("Segmentation_MasterRepresentation", "Binary labelmap")
+    image.SetMetaData("Segmentation_ContainedRepresentationNames", "Binary labelmap|")
+    image.SetMetaData("Segmentation_ReferenceImageExtentOffset", "0 0 0")
+    with atomic_write(path) as tmp:
+        # SimpleITK picks the writer from the suffix; the temporary name keeps ".nrrd".
+        sitk.WriteImage(image, str(tmp), True)
+    return path
+
+
+def _label_extent(mask: np.ndarray) -> tuple[int, ...]:
+    if not mask.any():
+        return (0, -1, 0, -1, 0, -1)
+    bounds = []
+    for axis in (2, 1, 0):  # i, j, k
+        other = tuple(a for a in range(3) if a != axis)
+        present = np.flatnonzero(mask.any(axis=other))
+        bounds += [int(present[0]), int(present[-1])]
+    return tuple(bounds)
+
+
+def read_segmentation(path: str | os.PathLike) -> tuple[Volume, list[Segment]]:
+    """Read a single-layer `.seg.nrrd` into a label volume and its segments."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    _check_readable(path)
+    try:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise SegTuneError(f"{path}: not a readable segmentation ({_itk_reason(exc)})") from None
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise SegTuneError(f"{path}: only single-layer 3D segmentations are supported")
+    keys = set(image.GetMetaDataKeys())
+    segments = []
+    index = 0
+    while f"Segment{index}_Name" in keys:
+        get = lambda field: image.GetMetaData(f"Segment{index}_{field}")  # noqa: E731
+        layer = int(get("Layer")) if f"Segment{index}_Layer" in keys else 0
+        if layer != 0:
+            raise SegTuneError(f"{path}: overlapping segments (several layers) are not supported")
+        color = tuple(float(c) for c in get("Color").split()) if f"Segment{index}_Color" in keys else (1.0, 1.0, 0.0)
+        segments.append(Segment(get("Name"), int(get("LabelValue")), color))
+        index += 1
+    if not segments:
+        raise SegTuneError(f"{path}: no segments found (not a .seg.nrrd file)")
+    return volume_from_sitk(image), segments
+
+
+# --- canonical orientation --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CanonicalFrame:
+    """Permutation and flips that make a volume's axes point (nearest) to +R, +A, +S.
+
+    Only voxel order changes (no interpolation), so `from_canonical` is the exact inverse. The
+    oblique remainder stays in the canonical volume's ijk_to_ras.
+    """
+
+    source_shape: tuple[int, int, int]   # array shape [k, j, i] of the source
+    source_ijk_to_ras: np.ndarray
+    axis_of: tuple[int, int, int]       # axis_of[r] = source ijk axis that becomes canonical axis r
+    flipped: tuple[bool, bool, bool]    # canonical axis r is reversed
+
+    @classmethod
+    def of(cls, volume: Volume) -> "CanonicalFrame":
+        directions = volume.directions
+        # Assign each RAS axis the ijk axis most aligned with it (greedy on the largest cosine).
+        cosines = np.abs(directions)  # [ras, ijk]
+        axis_of = [-1, -1, -1]
+        used: set[int] = set()
+        for flat in np.argsort(-cosines, axis=None):
+            ras, ijk = divmod(int(flat), 3)
+            if axis_of[ras] == -1 and ijk not in used:
+                axis_of[ras] = ijk
+                used.add(ijk)
+        flipped = tuple(bool(directions[r, axis_of[r]] < 0) for r in range(3))
+        return cls(tuple(volume.array.shape[:3]), volume.ijk_to_ras.copy(), tuple(axis_of), flipped)
+
+    def to_canonical(self, array: np.ndarray) -> np.ndarray:
+        # Array axes are [k, j, i]: ijk axis a lives at array axis 2 - a.
+        order = [2 - self.axis_of[r] for r in (2, 1, 0)]
+        out = np.transpose(array, order + list(range(3, array.ndim)))
+        for r in range(3):
+            if self.flipped[r]:
+                out = np.flip(out, axis=2 - r)
+        return np.ascontiguousarray(out)
+
+    def from_canonical(self, array: np.ndarray) -> np.ndarray:
+        out = array
+        for r in range(3):
+            if self.flipped[r]:
+                out = np.flip(out, axis=2 - r)
+        order = [2 - self.axis_of[r] for r in (2, 1, 0)]
+        inverse = np.argsort(order).tolist()
+        return np.ascontiguousarray(np.transpose(out, inverse + list(range(3, out.ndim))))
+
+    @property
+    def canonical_ijk_to_ras(self) -> np.ndarray:
+        source_shape_ijk = self.source_shape[::-1]
+        permutation = np.zeros((4, 4))
+        permutation[3, 3] = 1.0
+        for r in range(3):
+            a = self.axis_of[r]
+            # canonical index c_r maps to source index: s_a = c_r, or (n_a - 1 - c_r) if flipped
+            if self.flipped[r]:
+                permutation[a, r] = -1.0
+                permutation[a, 3] = source_shape_ijk[a] - 1
+            else:
+                permutation[a, r] = 1.0
+        return self.source_ijk_to_ras @ permutation
+
+    @property
+    def canonical_spacing(self) -> np.ndarray:
+        return np.linalg.norm(self.canonical_ijk_to_ras[:3, :3], axis=0)
+
+    def canonical_volume(self, array: np.ndarray) -> Volume:
+        return Volume(self.to_canonical(array), self.canonical_ijk_to_ras)
+
+
+def resample_to_reference(array: np.ndarray, source_ijk_to_ras: np.ndarray, reference: Volume,
+                          *, order: int = 1, fill: float = 0.0) -> np.ndarray:
+    """Resample `array` (on the grid source_ijk_to_ras) onto the reference volume's grid.
+
+    order 0 = nearest neighbour (labels), 1 = trilinear (probabilities as float32).
+    """
+    from scipy.ndimage import map_coordinates
+
+    ref_to_source = np.linalg.inv(source_ijk_to_ras) @ reference.ijk_to_ras
+    k, j, i = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in reference.array.shape[:3]], indexing="ij")
+    ijk = np.stack([i, j, k, np.ones_like(i)], axis=0).reshape(4, -1)
+    source_ijk = (ref_to_source.astype(np.float64) @ ijk)[:3]
+    coords = source_ijk[::-1]  # map_coordinates indexes the array in [k, j, i] order
+    out = map_coordinates(np.asarray(array), coords, order=order, mode="constant", cval=fill, prefilter=False)
+    return out.reshape(reference.array.shape[:3])
