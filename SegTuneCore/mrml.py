@@ -1,0 +1,210 @@
+"""The MRML bridge: Volume <-> scalar volume node, labels <-> segmentation node, node files.
+
+Only what exists both in the Slicer desktop and in the headless runtime is used: the volumes
+logic (`AddArchetypeVolume`), storage nodes, the segmentations logic and `slicer.util` array
+helpers (which need `slicer.mrmlScene`; see SegTuneCore.runtime).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from SegTuneCore.errors import SegTuneError
+from SegTuneCore.geometry import VOLUME_SUFFIXES, Segment, Volume
+
+
+def _slicer():
+    import slicer
+
+    if getattr(slicer, "mrmlScene", None) is None:
+        raise SegTuneError("no Slicer scene: run inside Slicer or within SegTuneCore.runtime.headless_slicer()")
+    return slicer
+
+
+def _matrix_to_numpy(vtk_matrix) -> np.ndarray:
+    return np.array([[vtk_matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def _numpy_to_matrix(array: np.ndarray):
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            matrix.SetElement(r, c, float(array[r, c]))
+    return matrix
+
+
+@contextlib.contextmanager
+def _vtk_errors_captured() -> Iterator[None]:
+    # MRML readers report failures through VTK's log as multi-line C++ messages; callers turn a
+    # failed read into one clear SegTuneError instead.
+    import vtk
+
+    previous = vtk.vtkLogger.GetCurrentVerbosityCutoff()
+    vtk.vtkLogger.SetStderrVerbosity(vtk.vtkLogger.VERBOSITY_OFF)
+    try:
+        yield
+    finally:
+        vtk.vtkLogger.SetStderrVerbosity(previous)
+
+
+# --- volumes --------------------------------------------------------------------------------
+
+def volume_from_node(node) -> Volume:
+    """A copy of the node's voxels with its IJK-to-RAS (parent transforms are not applied)."""
+    slicer = _slicer()
+    if node is None or node.GetImageData() is None:
+        raise SegTuneError("the volume node has no image data")
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return Volume(np.array(slicer.util.arrayFromVolume(node)), _matrix_to_numpy(matrix))
+
+
+def node_from_volume(volume: Volume, name: str, *, node=None, class_name: str = "vtkMRMLScalarVolumeNode"):
+    """Create (or update) a scalar volume node holding a copy of the volume."""
+    slicer = _slicer()
+    if node is None:
+        node = slicer.mrmlScene.AddNewNodeByClass(class_name, name)
+        node.CreateDefaultDisplayNodes()
+    node.SetIJKToRASMatrix(_numpy_to_matrix(volume.ijk_to_ras))
+    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(volume.array))
+    return node
+
+
+def load_volume_node(path: str | os.PathLike, name: str | None = None):
+    """Load a volume file through the MRML volumes logic; one-line error on failure."""
+    slicer = _slicer()
+    path = Path(path)
+    _check_file(path)
+    logic = slicer.modules.volumes.logic()
+    with _vtk_errors_captured():
+        node = logic.AddArchetypeVolume(str(path), name or _base_name(path))
+    if node is None or node.GetImageData() is None:
+        raise SegTuneError(f"{path}: not a readable volume")
+    dims = node.GetImageData().GetDimensions()
+    if min(dims) < 2:
+        slicer.mrmlScene.RemoveNode(node)
+        raise SegTuneError(f"{path}: is a {'x'.join(map(str, dims))} image, expected a 3D volume")
+    if node.GetImageData().GetNumberOfScalarComponents() != 1:
+        slicer.mrmlScene.RemoveNode(node)
+        raise SegTuneError(f"{path}: not a scalar volume")
+    return node
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise SegTuneError(f"{path}: no such file")
+    if path.is_dir():
+        raise SegTuneError(f"{path}: is a directory, expected a file")
+    if path.stat().st_size == 0:
+        raise SegTuneError(f"{path}: file is empty")
+
+
+def _base_name(path: Path) -> str:
+    name = path.name
+    for suffix in (".seg.nrrd",) + VOLUME_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def save_node(node, path: str | os.PathLike) -> Path:
+    """Write a volume or segmentation node through its storage node, atomically."""
+    from SegTuneCore.process import atomic_write
+
+    path = Path(path)
+    storage = node.CreateDefaultStorageNode()
+    if storage is None:
+        raise SegTuneError(f"{node.GetName()}: this node cannot be written to a file")
+    if not storage.SupportedFileType(str(path)):
+        raise SegTuneError(f"{path}: file type not supported for {node.GetClassName()}")
+    with atomic_write(path) as tmp:
+        storage.SetFileName(str(tmp))
+        storage.SetUseCompression(True)
+        with _vtk_errors_captured():
+            ok = storage.WriteData(node)
+        if not ok:
+            raise SegTuneError(f"{path}: could not be written")
+    return path
+
+
+# --- segmentations --------------------------------------------------------------------------
+
+def segmentation_node_from_labels(labels: np.ndarray, segments: Sequence[Segment], reference_volume_node,
+                                  name: str, *, node=None):
+    """Segments from a label array on the reference volume's grid; names and colours kept."""
+    slicer = _slicer()
+    labels = np.asarray(labels)
+    ref_shape = slicer.util.arrayFromVolume(reference_volume_node).shape
+    if labels.shape != ref_shape:
+        raise SegTuneError(f"label array shape {labels.shape} does not match the reference volume {ref_shape}")
+    if node is None:
+        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+        node.CreateDefaultDisplayNodes()
+    else:
+        node.GetSegmentation().RemoveAllSegments()
+    node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume_node)
+    for segment in segments:
+        segment_id = node.GetSegmentation().AddEmptySegment(segment.name, segment.name, list(segment.color))
+        node.GetSegmentation().GetSegment(segment_id).SetLabelValue(int(segment.label_value))
+        mask = (labels == segment.label_value).astype(np.uint8)
+        slicer.util.updateSegmentBinaryLabelmapFromArray(mask, node, segment_id, reference_volume_node)
+    return node
+
+
+def labels_from_segmentation_node(node, reference_volume_node) -> tuple[np.ndarray, list[Segment]]:
+    """A uint8 label array on the reference grid and the segments (label value, name, colour)."""
+    slicer = _slicer()
+    segmentation = node.GetSegmentation()
+    shape = slicer.util.arrayFromVolume(reference_volume_node).shape
+    labels = np.zeros(shape, dtype=np.uint8)
+    segments = []
+    used: set[int] = set()
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment_id = segmentation.GetNthSegmentID(index)
+        segment = segmentation.GetSegment(segment_id)
+        value = int(segment.GetLabelValue()) if hasattr(segment, "GetLabelValue") else 0
+        if value <= 0 or value in used:
+            value = max(used, default=0) + 1
+        used.add(value)
+        mask = slicer.util.arrayFromSegmentBinaryLabelmap(node, segment_id, reference_volume_node)
+        labels[mask > 0] = value
+        segments.append(Segment(segment.GetName(), value, tuple(float(c) for c in segment.GetColor())))
+    return labels, segments
+
+
+def load_segmentation_node(path: str | os.PathLike, name: str | None = None):
+    slicer = _slicer()
+    path = Path(path)
+    _check_file(path)
+    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name or _base_name(path))
+    storage = node.CreateDefaultStorageNode()
+    storage.SetFileName(str(path))
+    with _vtk_errors_captured():
+        ok = storage.ReadData(node)
+    if not ok or node.GetSegmentation().GetNumberOfSegments() == 0:
+        slicer.mrmlScene.RemoveNode(storage)
+        slicer.mrmlScene.RemoveNode(node)
+        raise SegTuneError(f"{path}: not a readable segmentation")
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
+def place_next_to(node, reference_node) -> None:
+    """Put `node` in the same subject-hierarchy folder/study as `reference_node`."""
+    slicer = _slicer()
+    hierarchy = slicer.mrmlScene.GetSubjectHierarchyNode()
+    if hierarchy is None:
+        return
+    reference_item = hierarchy.GetItemByDataNode(reference_node)
+    item = hierarchy.GetItemByDataNode(node)
+    if reference_item and item:
+        hierarchy.SetItemParent(item, hierarchy.GetItemParent(reference_item))
