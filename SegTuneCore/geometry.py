@@ -332,5 +332,11 @@ def resample_to_reference(array: np.ndarray, source_ijk_to_ras: np.ndarray, refe
     ijk = np.stack([i, j, k, np.ones_like(i)], axis=0).reshape(4, -1)
     source_ijk = (ref_to_source.astype(np.float64) @ ijk)[:3]
     coords = source_ijk[::-1]  # map_coordinates indexes the array in [k, j, i] order
-    out = map_coordinates(np.asarray(array), coords, order=order, mode="constant", cval=fill, prefilter=False)
+    # A voxel is a box: a point within half a voxel of the border is inside (as in ITK). Plain
+    # mode="constant" would drop a border voxel whose centre lands a rounding error outside.
+    limits = np.asarray(np.shape(array)[:3], dtype=np.float64)[:, None]
+    inside = np.all((coords >= -0.5) & (coords < limits - 0.5), axis=0)
+    coords = np.clip(coords, 0.0, limits - 1.0)
+    out = map_coordinates(np.asarray(array), coords, order=order, mode="nearest", prefilter=False)
+    out[~inside] = fill
     return out.reshape(reference.array.shape[:3])
