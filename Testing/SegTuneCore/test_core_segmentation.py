@@ -1,0 +1,77 @@
+"""Labels -> segmentation node -> .seg.nrrd -> reload -> labels: voxels, names and colours kept.
+
+Two writers are checked: the MRML segmentation storage node (`mrml.save_node`) and the
+MRML-free `geometry.write_segmentation`; both files are read back by MRML and by
+`geometry.read_segmentation`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from SegTuneCore import geometry, mrml
+from SegTuneCore.geometry import Segment, Volume
+
+from core_testdata import generated_labels
+
+TOTALSEG_NAMES = {1: "spleen", 2: "kidney_right", 3: "kidney_left", 5: "liver", 6: "stomach"}
+COLOR_TOLERANCE = 1e-6  # write_segmentation stores 6 significant digits
+
+
+def segments_for(labels: np.ndarray, seed: int = 0) -> list[Segment]:
+    rng = np.random.default_rng(seed)
+    values = [int(v) for v in np.unique(labels) if v != 0]
+    return [Segment(TOTALSEG_NAMES.get(v, f"label {v}"), v, tuple(float(c) for c in rng.uniform(0, 1, 3)))
+            for v in values]
+
+
+def assert_same_segments(actual_labels, actual_segments, expected_labels, expected_segments) -> None:
+    # Label values may be renumbered by a reader; compare through the segment names.
+    assert [s.name for s in actual_segments] == [s.name for s in expected_segments]
+    for got, want in zip(actual_segments, expected_segments):
+        np.testing.assert_allclose(got.color, want.color, atol=COLOR_TOLERANCE, err_msg=want.name)
+        np.testing.assert_array_equal(actual_labels == got.label_value, expected_labels == want.label_value,
+                                      err_msg=f"voxels of {want.name}")
+    assert np.count_nonzero(actual_labels) == np.count_nonzero(expected_labels)
+
+
+def check_segmentation_round_trips(slicer, labels: Volume, segments, reference_node, tmp_path) -> None:
+    node = mrml.segmentation_node_from_labels(labels.array, segments, reference_node, "labels")
+    direct, direct_segments = mrml.labels_from_segmentation_node(node, reference_node)
+    assert_same_segments(direct, direct_segments, labels.array, segments)
+
+    by_mrml = mrml.save_node(node, tmp_path / "by_mrml.seg.nrrd")
+    by_geometry = geometry.write_segmentation(labels, segments, tmp_path / "by_geometry.seg.nrrd")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["by_geometry.seg.nrrd", "by_mrml.seg.nrrd"]
+    for path in (by_mrml, by_geometry):
+        reloaded = mrml.load_segmentation_node(path)
+        got, got_segments = mrml.labels_from_segmentation_node(reloaded, reference_node)
+        assert_same_segments(got, got_segments, labels.array, segments)
+
+        # The MRML-free reader: its grid may be cropped to the segments' extent (Slicer does that);
+        # mapped back onto the reference grid by nearest neighbour it must give the same labels.
+        read, read_segments = geometry.read_segmentation(path)
+        on_reference = geometry.resample_to_reference(read.array, read.ijk_to_ras, labels, order=0)
+        assert_same_segments(on_reference, read_segments, labels.array, segments)
+
+
+def test_real_totalsegmentator_labels(slicer_runtime, shared_data, tmp_path):
+    reference = mrml.load_volume_node(shared_data / "totalseg_ct_abdomen.nii.gz")
+    labels = geometry.read_volume(shared_data / "totalseg_ct_abdomen_seg.nii.gz")
+    labels = labels.with_array(labels.array.astype(np.uint8))
+    # The label map lies on the CT's grid.
+    np.testing.assert_allclose(labels.ijk_to_ras, mrml.volume_from_node(reference).ijk_to_ras, atol=1e-4)
+    segments = segments_for(labels.array)
+    assert len(segments) > 30 and {"kidney_left", "kidney_right"} <= {s.name for s in segments}
+    check_segmentation_round_trips(slicer_runtime, labels, segments, reference, tmp_path)
+
+
+@pytest.mark.parametrize("orientation", ["LPS", "LSA", "oblique"])
+def test_generated_labels_on_oblique_anisotropic_grids(slicer_runtime, tmp_path, orientation):
+    labels = generated_labels(orientation)
+    reference = mrml.node_from_volume(labels.with_array(labels.array.astype(np.int16)), "reference")
+    segments = [Segment("cortex", 1, (0.9, 0.1, 0.2)), Segment("medulla", 2, (0.25, 0.5, 0.75)),
+                Segment("pelvis", 3, (1.0, 1.0, 0.0))]
+    assert all(np.any(labels.array == s.label_value) for s in segments)
+    check_segmentation_round_trips(slicer_runtime, labels, segments, reference, tmp_path)
