@@ -1,0 +1,154 @@
+"""`python -m KidneyUSLib train`: U-Net baselines, fine-tuning and transfer layers (thesis §3.3–§3.4).
+
+Examples:
+  python -m KidneyUSLib train --method unet --adults 40 --children 12 --output models/joint
+  python -m KidneyUSLib train --method finetune --base models/adults --layers last:7 --children 12 --output models/ft
+  python -m KidneyUSLib train --method transfer --base models/adults --transfer-layers geometric,intensity \\
+      --children 12 --output models/gi
+
+--adults/--children take a folder of image + label pairs (case.nrrd with case_label.nrrd, NIfTI
+too) or a number of phantoms to generate. Folders are split 80/20 into training and test
+(seeded); generated sets get --test-adults/--test-children separate held-out phantoms. Fine-tuning
+and transfer train on the children only (the source data is gone, §3.4) and are evaluated on both.
+"""
+
+from __future__ import annotations
+
+import json
+
+from SegTuneCore.errors import SegTuneError
+from SegTuneCore.process import add_progress_argument
+
+METHODS = ("unet", "finetune", "transfer")
+TRANSFER_LAYERS = ("geometric", "intensity", "fixed")
+
+
+def configure(parser) -> None:
+    parser.add_argument("--method", choices=METHODS, default="unet")
+    parser.add_argument("--adults", metavar="DIR|N", help="adult training data: a folder of image/label pairs or a phantom count")
+    parser.add_argument("--children", metavar="DIR|N", help="child training data: a folder or a phantom count")
+    parser.add_argument("--test-adults", type=int, default=8, metavar="N", help="held-out adult phantoms (generated data only)")
+    parser.add_argument("--test-children", type=int, default=8, metavar="N", help="held-out child phantoms (generated data only)")
+    parser.add_argument("--test-fraction", type=float, default=0.2, help="test share of a folder (default 0.2, §3.2.3)")
+    parser.add_argument("--output", required=True, metavar="MODEL_DIR", help="model folder to write (weights.safetensors + model.json)")
+    parser.add_argument("--base", metavar="MODEL", help="finetune/transfer: the adult model (folder, or a version/name in the model store)")
+    parser.add_argument("--layers", default="all", help="finetune: all, first:N or last:N convolution layers (§3.3.3)")
+    parser.add_argument("--transfer-layers", default="geometric,intensity",
+                        help="transfer: comma list of geometric, intensity, fixed (default geometric,intensity)")
+    parser.add_argument("--width", type=int, default=16, help="U-Net base width (32 gives 16.3M parameters)")
+    parser.add_argument("--levels", type=int, default=4, help="U-Net resolution levels")
+    parser.add_argument("--dropout", type=float, default=0.1, help="spatial dropout rate")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--crop", type=int, default=0, help="train on random crops of this side around the kidney (0: whole cubes)")
+    parser.add_argument("--augment", type=float, default=1.0, help="augmentation strength (0: none)")
+    parser.add_argument("--no-oversample", action="store_true", help="joint training without balancing children against adults")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
+    parser.add_argument("--workers", type=int, default=1, help="processes generating phantoms")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    add_progress_argument(parser)
+
+
+def load_sets(spec: str | None, population: str, n_test: int, test_fraction: float, seed: int, workers: int):
+    """(training set, test set) from a folder or a phantom count; (None, None) when spec is None."""
+    from . import training
+
+    if spec is None:
+        return None, None
+    if spec.isdigit():
+        train = training.generated_set(population, int(spec), first_seed=seed * 10_000, workers=workers)
+        test = (training.generated_set(population, n_test, first_seed=training.TEST_SEED_OFFSET, workers=workers)
+                if n_test > 0 else None)
+        return train, test
+    return training.split_set(training.folder_set(spec, population), test_fraction, seed)
+
+
+def resolve_base(name: str):
+    from SegTuneCore.models import ModelStore
+
+    from .inference import TASK
+
+    return ModelStore().resolve(TASK, name)
+
+
+def run(args) -> int:
+    import torch
+
+    from SegTuneCore.device import select_device
+    from SegTuneCore.process import ProgressReporter
+
+    from . import inference, training, transfer, unet
+
+    if args.adults is None and args.children is None:
+        raise SegTuneError("give --adults and/or --children (a folder or a phantom count)")
+    if args.method != "unet" and not args.base:
+        raise SegTuneError(f"--method {args.method} needs --base (the trained adult model)")
+    if args.method != "unet" and args.children is None:
+        raise SegTuneError(f"--method {args.method} trains on children: give --children")
+    if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0:
+        raise SegTuneError("--epochs and --batch-size must be >= 1 and --lr > 0")
+    device = select_device(args.device)
+    reporter = ProgressReporter(args.progress)
+    torch.manual_seed(args.seed)
+
+    base = resolve_base(args.base) if args.base else None  # fail fast, before generating data
+    reporter.log("preparing data")
+    adults, adults_test = load_sets(args.adults, "adult", args.test_adults, args.test_fraction, args.seed, args.workers)
+    children, children_test = load_sets(args.children, "child", args.test_children, args.test_fraction, args.seed, args.workers)
+
+    extra = {}
+    if args.method == "unet":
+        network = unet.UNet3D(unet.UNetConfig(width=args.width, levels=args.levels, dropout=args.dropout))
+        train_sets = [s for s in (adults, children) if s is not None]
+    else:
+        network, base_meta = inference.load_network(base, "cpu")
+        if not isinstance(network, unet.UNet3D):
+            raise SegTuneError(f"{base.path}: --base must be a plain U-Net, not {base_meta['architecture']['name']}")
+        extra["base_model"] = {"path": str(base.path), "sha256": base_meta["sha256"]}
+        if args.method == "finetune":
+            extra["trained_layers"] = args.layers
+            training.set_trainable(network, args.layers)
+        else:
+            chosen = [s.strip() for s in args.transfer_layers.split(",") if s.strip()]
+            unknown = sorted(set(chosen) - set(TRANSFER_LAYERS))
+            if unknown or not chosen:
+                raise SegTuneError(f"--transfer-layers: unknown {unknown or chosen} (choose from {', '.join(TRANSFER_LAYERS)})")
+            network = transfer.TransferUNet(network, transfer.TransferConfig(
+                geometric="geometric" in chosen, intensity="intensity" in chosen, fixed_convolutions="fixed" in chosen))
+            extra["added_parameters"] = network.added_parameter_count()
+        train_sets = [children]
+
+    settings = training.TrainSettings(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, crop=args.crop or None, augment=args.augment,
+        oversample=not args.no_oversample, bf16=None if args.precision == "auto" else args.precision == "bf16",
+        channels_last=None if args.precision == "auto" else args.precision == "bf16", seed=args.seed)
+
+    def on_epoch(epoch, history):
+        reporter.progress((epoch + 1) / args.epochs,
+                          f"epoch {epoch + 1}/{args.epochs} loss {history.train_loss[-1]:.4f} ({history.epoch_seconds[-1]:.1f} s)")
+
+    reporter.log(f"training {args.method} on {', '.join(f'{len(s)} {s.population}' for s in train_sets)} ({device})")
+    history = training.train_network(network, train_sets, settings, device, on_epoch=on_epoch)
+    metrics = {}
+    for name, test in (("adults", adults_test), ("children", children_test)):
+        if test is not None:
+            score = training.evaluate(network, test, device)
+            metrics[f"dice_{name}"] = score["dice_mean"]
+            metrics[f"dice_{name}_std"] = score["dice_std"]
+            metrics[f"test_{name}"] = len(test)
+    metrics["seconds_per_epoch"] = sum(history.epoch_seconds) / len(history.epoch_seconds)
+    meta = training.model_meta(network, method=args.method, settings=settings, train_sets=train_sets,
+                               metrics=metrics, device=device, history=history,
+                               extra={**extra, "arguments": vars(args)})
+    training.save_network(args.output, network, meta)
+    result = {"output": str(args.output), "method": args.method, "metrics": metrics, "device": str(device)}
+    reporter.result(result)
+    if args.json:
+        if args.progress != "json":
+            print(json.dumps(result, indent=2))
+    else:
+        reporter.log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+    return 0
