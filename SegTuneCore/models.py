@@ -273,6 +273,13 @@ class ModelStore:
                 import fcntl
 
                 fcntl.flock(handle, fcntl.LOCK_EX)
+            # Every change to a task folder happens under this lock, so a temporary found now was
+            # left by an install or removal that was killed; it may be as large as a model.
+            for stale in list(task_dir.glob(".tmp-*")) + list(task_dir.glob(".removing-*")):
+                if stale.is_dir():
+                    shutil.rmtree(stale, ignore_errors=True)
+                else:
+                    stale.unlink(missing_ok=True)
             yield task_dir
 
     def install(self, folder: str | os.PathLike, *, activate: bool = False) -> ModelEntry:
