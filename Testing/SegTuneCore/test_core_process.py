@@ -1,0 +1,101 @@
+"""PythonModuleProcess: events in order, crashes and kills become clear errors, cancel kills the tree."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from SegTuneCore.process import ProcessError, PythonModuleProcess, atomic_write
+
+HERE = Path(__file__).resolve().parent
+
+
+def child(mode: str, *args, on_event=None) -> PythonModuleProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
+    return PythonModuleProcess("core_children", [mode, *args], on_event=on_event, env=env)
+
+
+def wait_for_event(process: PythonModuleProcess, predicate, timeout: float = 30.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for event in process.poll():
+            if predicate(event):
+                return event
+        assert process.running(), f"child ended early: {process.stderr_tail()}"
+        time.sleep(0.01)
+    process.cancel()
+    raise AssertionError("the expected event never came")
+
+
+def test_progress_events_arrive_in_order():
+    received = []
+    process = child("progress", 25, on_event=received.append).start()
+    result = process.wait(timeout=60)
+    assert result == {"steps": 25}
+    progress = [e for e in received if e["event"] == "progress"]
+    assert [e["fraction"] for e in progress] == pytest.approx([i / 25 for i in range(1, 26)])
+    assert [e["message"] for e in progress] == [f"step {i}" for i in range(1, 26)]
+    assert received[-1]["event"] == "result" and received == process.events
+
+
+def test_child_that_raises_shows_its_last_stderr_line():
+    process = child("crash").start()
+    with pytest.raises(ProcessError) as caught:
+        process.wait(timeout=60)
+    message = str(caught.value)
+    assert "RuntimeError: the child failed on purpose: boom" in message
+    assert "exited with code 1" in message and "\n" not in message
+    assert [e["event"] for e in process.events] == ["progress"]
+
+
+def test_sigkilled_child_gives_clear_error_and_no_output(tmp_path):
+    output = tmp_path / "result.nrrd"
+    process = child("write_then_hang", output).start()
+    event = wait_for_event(process, lambda e: e["event"] == "log" and e["message"].startswith("writing"))
+    temporary = Path(event["message"].split(" ", 1)[1])
+    assert temporary.exists() and temporary.parent == tmp_path  # it really was half-way through
+    os.kill(process.pid, signal.SIGKILL)
+    with pytest.raises(ProcessError, match="killed by signal SIGKILL"):
+        process.wait(timeout=30)
+    assert not output.exists()
+    # Only the hidden temporary of the killed writer may remain; never the output's name.
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".tmp-")] == []
+
+
+def test_cancel_kills_child_and_grandchildren_within_5_seconds():
+    process = child("tree", 3).start()
+    event = wait_for_event(process, lambda e: e["event"] == "log" and e["message"].startswith("pids "))
+    pids = [process.pid] + [int(p) for p in event["message"].split()[1:]]
+    assert len(pids) == 5 and all(psutil.pid_exists(p) for p in pids)
+    started = time.monotonic()
+    process.cancel()
+    gone, alive = psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], timeout=5)
+    assert not alive, f"still running after cancel: {[p.pid for p in alive]}"
+    assert time.monotonic() - started < 5.0
+    assert not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    with pytest.raises(ProcessError, match="cancelled"):
+        process.outcome()
+
+
+def test_atomic_write_leaves_nothing_on_error(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_write(target) as tmp:
+            tmp.write_text("new, half")
+            raise RuntimeError("fail")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+    folder = tmp_path / "model"
+    with atomic_write(folder) as tmp:
+        tmp.mkdir()
+        (tmp / "a").write_text("1")
+    with atomic_write(folder) as tmp:  # replacing an existing folder
+        tmp.mkdir()
+        (tmp / "b").write_text("2")
+    assert sorted(p.name for p in folder.iterdir()) == ["b"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "out.txt"]
