@@ -39,6 +39,8 @@ def configure(parser) -> None:
     parser.add_argument("--levels", type=int, default=4, help="U-Net resolution levels")
     parser.add_argument("--dropout", type=float, default=0.1, help="spatial dropout rate")
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                        help="stop after the epoch that exceeds this training time (--epochs is then a maximum)")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--crop", type=int, default=0, help="train on random crops of this side around the kidney (0: whole cubes)")
@@ -124,10 +126,15 @@ def run(args) -> int:
     settings = training.TrainSettings(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, crop=args.crop or None, augment=args.augment,
         oversample=not args.no_oversample, bf16=None if args.precision == "auto" else args.precision == "bf16",
-        channels_last=None if args.precision == "auto" else args.precision == "bf16", seed=args.seed)
+        channels_last=None if args.precision == "auto" else args.precision == "bf16", seed=args.seed,
+        time_budget_s=args.time_budget)
 
     def on_epoch(epoch, history):
-        reporter.progress((epoch + 1) / args.epochs,
+        elapsed = sum(history.epoch_seconds)
+        fraction = (epoch + 1) / args.epochs
+        if args.time_budget:
+            fraction = max(fraction, min(elapsed / args.time_budget, 1.0))
+        reporter.progress(fraction,
                           f"epoch {epoch + 1}/{args.epochs} loss {history.train_loss[-1]:.4f} ({history.epoch_seconds[-1]:.1f} s)")
 
     reporter.log(f"training {args.method} on {', '.join(f'{len(s)} {s.population}' for s in train_sets)} ({device})")

@@ -115,7 +115,7 @@ def folder_set(folder: str | Path, population: str) -> CubeSet:
     """Pre-process every image/label pair of a folder into the network frame."""
     from SegTuneCore.geometry import read_volume
 
-    from .preprocessing import preprocess
+    from .preprocessing import preprocess, resample_to_cube
 
     images, labels = [], []
     for image_path, label_path in find_pairs(folder):
@@ -123,20 +123,10 @@ def folder_set(folder: str | Path, population: str) -> CubeSet:
         if volume.array.shape != label.array.shape:
             raise SegTuneError(f"{label_path}: label grid {label.array.shape} differs from its image {volume.array.shape}")
         cube, info = preprocess(volume)
-        label_cube, _ = preprocess(label.with_array((label.array > 0).astype(np.float32)), **_label_options())
+        label_cube = resample_to_cube((label.array > 0).astype(np.float32), info)
         images.append(cube.astype(np.float32))
-        labels.append((label_cube > 0.5).astype(np.uint8))
+        labels.append((label_cube >= 0.5).astype(np.uint8))
     return CubeSet(population, np.stack(images), np.stack(labels), f"folder:{Path(folder).resolve()}")
-
-
-def _label_options() -> dict:
-    """Keyword arguments of preprocess() that turn off intensity normalisation, if it has any."""
-    import inspect
-
-    from .preprocessing import preprocess
-
-    params = inspect.signature(preprocess).parameters
-    return {"normalise": False} if "normalise" in params else {}
 
 
 def split_set(cubes: CubeSet, test_fraction: float, seed: int) -> tuple[CubeSet, CubeSet]:
@@ -164,6 +154,7 @@ class TrainSettings:
     bf16: bool | None = None       # None: where the device supports it (SegTuneCore.device)
     channels_last: bool | None = None
     seed: int = 0
+    time_budget_s: float | None = None  # stop after the epoch that exceeds it (epochs is then a maximum)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -295,6 +286,7 @@ def train_network(network: nn.Module, train_sets: Sequence[CubeSet], settings: T
     optimiser = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
     sizes = [len(s) for s in train_sets]
     history = History()
+    started = time.perf_counter()
     for epoch in range(settings.epochs):
         start = time.perf_counter()
         network.train()
@@ -320,6 +312,8 @@ def train_network(network: nn.Module, train_sets: Sequence[CubeSet], settings: T
             history.validation_loss.append(float(np.mean(scores)))
         if on_epoch is not None:
             on_epoch(epoch, history)
+        if settings.time_budget_s is not None and time.perf_counter() - started > settings.time_budget_s:
+            break
     network.eval()
     return history
 

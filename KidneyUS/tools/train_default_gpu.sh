@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Train the default KidneyUS U-Net (adults + children, joint with oversampling, §3.3.2) on one
+# GPU and benchmark it, in about 6 minutes on an H100 (hard budget there: 8 minutes).
+#
+# Needs only python3 with torch, numpy, scipy and safetensors (no pip install, no SimpleITK):
+# phantoms come from the fast generator in parallel processes, the repository is put on
+# PYTHONPATH. Writes:
+#   $OUT/kidney-unet/{weights.safetensors,model.json}   the model (held-out phantom Dice inside)
+#   $OUT/kidney-train.json, $OUT/kidney-train.log        the training result and its log
+#   $OUT/kidney-bench-cuda.json                          80^3 forward latency (fp32, bf16+CL,
+#                                                        + CUDA graph, + torch.compile) and 200^3 end to end
+# Knobs (environment): WIDTH (16: 4.1M parameters, 16 MB, the bundle limit), TRAIN_SECONDS,
+# ADULTS, CHILDREN, TESTS, WORKERS, BATCH, LR, DEVICE; SMOKE=1 runs a tiny CPU version of the
+# whole script in a minute or two (the check that it works before spending GPU time).
+set -uo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+export PYTHONPATH="$REPO:$REPO/KidneyUS:$REPO/MRIFieldOfView:$REPO/HPOTools${PYTHONPATH:+:$PYTHONPATH}"
+OUT="${OUT:-$REPO/gpu-out}"
+mkdir -p "$OUT"
+PY="${PYTHON:-python3}"
+
+if [ "${SMOKE:-0}" = 1 ]; then
+  : "${WIDTH:=4}" "${TRAIN_SECONDS:=20}" "${ADULTS:=4}" "${CHILDREN:=4}" "${TESTS:=2}" "${WORKERS:=2}"
+  : "${BATCH:=2}" "${DEVICE:=cpu}" "${EPOCHS:=2}"
+  BENCH_ARGS=(--width "$WIDTH" --repeats 1 --size 96)
+else
+  : "${WIDTH:=16}" "${TRAIN_SECONDS:=210}" "${ADULTS:=480}" "${CHILDREN:=480}" "${TESTS:=40}"
+  : "${WORKERS:=$(nproc)}" "${BATCH:=8}" "${DEVICE:=auto}" "${EPOCHS:=1000}"
+  BENCH_ARGS=(--width 32 --compile)
+fi
+: "${LR:=1e-3}" "${SEED:=0}"
+
+START=$(date +%s)
+"$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), \
+torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')" | tee "$OUT/kidney-train.log"
+
+"$PY" -m KidneyUSLib train --method unet --adults "$ADULTS" --children "$CHILDREN" \
+  --test-adults "$TESTS" --test-children "$TESTS" --width "$WIDTH" --batch-size "$BATCH" --lr "$LR" \
+  --epochs "$EPOCHS" --time-budget "$TRAIN_SECONDS" --workers "$WORKERS" --device "$DEVICE" --seed "$SEED" \
+  --output "$OUT/kidney-unet" --progress quiet --json > "$OUT/kidney-train.json" 2>> "$OUT/kidney-train.log"
+TRAIN_RC=$?
+echo "train exit $TRAIN_RC after $(( $(date +%s) - START )) s" | tee -a "$OUT/kidney-train.log"
+cat "$OUT/kidney-train.json"
+
+MODEL_ARGS=()
+[ "$TRAIN_RC" = 0 ] && MODEL_ARGS=(--model "$OUT/kidney-unet")
+"$PY" -m KidneyUSLib bench all "${MODEL_ARGS[@]}" "${BENCH_ARGS[@]}" --device "$DEVICE" --json \
+  > "$OUT/kidney-bench-cuda.json" 2>> "$OUT/kidney-train.log"
+BENCH_RC=$?
+echo "bench exit $BENCH_RC after $(( $(date +%s) - START )) s" | tee -a "$OUT/kidney-train.log"
+"$PY" - "$OUT/kidney-bench-cuda.json" <<'EOF'
+import json, sys
+try:
+    result = json.load(open(sys.argv[1]))
+except (OSError, ValueError):
+    sys.exit("no bench result")
+for row in result["forward"]:
+    print(f"{row['network'][:36]:<36} {row['mode']:<50} {row['ms']:8.2f} ms {row['gflop']:7.1f} GFLOP"
+          + (f"  floor {row['floor_ms']:.2f} ms" if "floor_ms" in row else ""))
+if result.get("segment"):
+    print("segment end to end:", round(result["segment"]["seconds"], 3), "s")
+EOF
+tail -n 5 "$OUT/kidney-train.log"
+exit $(( TRAIN_RC != 0 || BENCH_RC != 0 ))
