@@ -12,7 +12,10 @@ The GP never sees +inf/NaN. Trials in a failure state (FAILED, CRASHED, OOM, TIM
   success multiplies the acquisition (added to its log):
   p(x) = (c·p̄ + Σᵢ wᵢ sᵢ) / (c + Σᵢ wᵢ), wᵢ = exp(−‖(x − xᵢ)/ℓ‖²/2), sᵢ = 1 for a success, 0 for a
   failure, p̄ the overall success rate (Laplace-smoothed) and c the prior weight: far from every
-  trial p(x) → p̄, next to failures p(x) → 0.
+  trial p(x) → p̄, next to failures p(x) → 0. The BO sampler also conditions its GP on the failed
+  points as kriging-believer fantasies (value = the GP's own mean there): the mean surface is
+  unchanged (no smoothness violation) but the uncertainty that drew the search there is gone, so
+  it does not keep returning to a failing region as "drop" does.
 
 A static memory estimate (``fits(params) -> bool``) complements them: samplers skip candidates
 that do not fit, and ``minimize`` records configurations refused by it as OOM without training.

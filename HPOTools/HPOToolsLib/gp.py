@@ -152,7 +152,7 @@ class GaussianProcess:
         best_theta, best_value = np.clip(starts[0], lows, highs), math.inf
         for start in starts:
             result = scipy_minimize(negative, np.clip(start, lows, highs), jac=True, method="L-BFGS-B",
-                                    bounds=log_bounds, options={"maxiter": 200})
+                                    bounds=log_bounds, options={"maxiter": 100, "ftol": 1e-7})
             if np.isfinite(result.fun) and result.fun < best_value:
                 best_theta, best_value = result.x, float(result.fun)
         return best_theta

@@ -128,6 +128,11 @@ class BOSampler(Sampler):
         self.gp.update(X, y)
         n_real = self.gp.n
         try:
+            if self.failures.policy == "feasibility" and len(X_failed):
+                # tested but without a value: as kriging-believer fantasies they leave the mean
+                # untouched and remove the uncertainty that would draw the search back there
+                mean, _ = self.gp.predict(X_failed)
+                self.gp.append(X_failed, mean)
             if self.pending:
                 X_pending = self.space.encode_many(self.pending)
                 for x in X_pending:
