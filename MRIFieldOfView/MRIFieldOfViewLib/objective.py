@@ -1,0 +1,121 @@
+"""The Table 2.7 family as an HPOTools objective, "MRIFieldOfView:classifier" (§2.6.3).
+
+    from HPOToolsLib.objectives import get_objective
+    objective = get_objective("MRIFieldOfView:classifier", phantoms=24)
+    objective(params, budget)        # trains `budget` epochs, returns the last validation loss
+    objective.fits(params)           # static memory check (pass as minimize(..., fits=objective.fits))
+
+Multi-fidelity: the budget is a number of epochs (Hyperband's resource), max_budget 27. Each
+call trains from scratch on a phantom data set built once per objective (volume-wise split; the
+validation volumes are never trained on). `objective.curves` keeps every call's validation loss
+per epoch. A configuration whose estimated training memory exceeds `memory_limit_gb` (12 GB, as
+in §2.6.3) is refused before anything is allocated: `fits` returns False, and a direct call
+raises MemoryError, which HPOTools records as the OOM failure state.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .classifier import BASELINE_CONFIG, estimate_cost, model_config
+
+NAME = "MRIFieldOfView:classifier"
+MAX_EPOCHS = 27
+GIB = 2 ** 30
+
+
+def table27_space():
+    """The hyper-parameter space of Table 2.7 (baseline: b=5, c=1, r=6, s=3, no, 1e-3, 8)."""
+    from HPOToolsLib.space import Categorical, Float, Int, Ordinal, Space
+
+    return Space({
+        "blocks": Int(1, 5),
+        "convs_per_block": Int(1, 5),
+        "filters_log2": Int(2, 8),
+        "filter_size": Ordinal([3, 5]),
+        "separable": Categorical([False, True]),
+        "learning_rate": Float(1e-7, 1.0, log=True),
+        "batch_size": Ordinal.powers_of_two(2, 8),
+    })
+
+
+BASELINE_PARAMS = {"blocks": 5, "convs_per_block": 1, "filters_log2": 6, "filter_size": 3,
+                   "separable": False, "learning_rate": 1e-3, "batch_size": 8}
+
+
+def config_of(params: dict, fixed: dict | None = None) -> dict:
+    """A full classifier config from a point of the space (other keys: the baseline's or `fixed`)."""
+    config = dict(BASELINE_CONFIG)
+    config.update(fixed or {})
+    config.update({key: params[key] for key in BASELINE_PARAMS if key in params})
+    config["filter_size"] = int(config["filter_size"])
+    config["batch_size"] = int(config["batch_size"])
+    return config
+
+
+class ClassifierObjective:
+    def __init__(self, phantoms: int = 24, seed: int = 0, samples_per_epoch: int = 2048,
+                 max_slices_per_volume: int = 32, max_matrix: int = 160, device: str = "auto",
+                 memory_limit_gb: float = 12.0, fixed: dict | None = None, workers: int = 1):
+        if phantoms < 3:
+            raise ValueError("phantoms must be >= 3 (train, validation and test volumes)")
+        self.phantoms, self.seed = int(phantoms), int(seed)
+        self.samples_per_epoch = int(samples_per_epoch)
+        self.max_slices, self.max_matrix, self.workers = max_slices_per_volume, max_matrix, workers
+        self.device_spec = device
+        self.memory_bytes = int(memory_limit_gb * GIB)
+        self.fixed = dict(fixed or {})
+        self.curves: list[dict] = []
+        self._sets = None
+
+    def fits(self, params: dict) -> bool:
+        try:
+            cost = estimate_cost(model_config(config_of(params, self.fixed)), int(params.get("batch_size", 8)))
+        except ValueError:
+            return False
+        return cost["training_bytes"] <= self.memory_bytes
+
+    def _data(self):
+        if self._sets is None:
+            from .dataset import phantom_slice_set, split_slice_set
+
+            data = phantom_slice_set(range(self.phantoms), self.max_slices, self.max_matrix, self.workers)
+            self._sets = split_slice_set(data, self.seed)
+        return self._sets
+
+    def __call__(self, params: dict, budget: float = MAX_EPOCHS, job=None) -> float:
+        from SegTuneCore.device import select_device
+
+        from .training import train
+
+        config = config_of(params, self.fixed)
+        if not self.fits(params):
+            cost = estimate_cost(model_config(config), config["batch_size"])
+            raise MemoryError(f"static estimate: {cost['parameters']:,} weights, "
+                              f"{cost['training_bytes'] / GIB:.1f} GiB > {self.memory_bytes / GIB:.1f} GiB")
+        epochs = max(1, int(math.ceil(float(budget))))
+        sets = self._data()
+        result = train(config, sets["train"], sets["validation"], epochs=epochs,
+                       samples_per_epoch=self.samples_per_epoch, seed=self.seed,
+                       device=select_device(self.device_spec))
+        curve = [entry["validation_loss"] for entry in result.history]
+        self.curves.append({"params": dict(params), "epochs": epochs, "validation_loss": curve})
+        return float(curve[-1])
+
+
+def make_objective(**options):
+    from HPOToolsLib.objectives import Objective
+
+    function = ClassifierObjective(**options)
+    objective = Objective(NAME, function, table27_space(), multi_fidelity=True, max_budget=MAX_EPOCHS,
+                          description="Table 2.7 slice classifier on MRI phantoms; budget = epochs; "
+                                      "value = validation loss (class-weighted cross entropy)")
+    objective.fits = function.fits
+    objective.curves = function.curves
+    return objective
+
+
+def register() -> None:
+    from HPOToolsLib.objectives import register_objective
+
+    register_objective(NAME, make_objective, replace=True)
