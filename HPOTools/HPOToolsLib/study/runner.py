@@ -334,6 +334,22 @@ def make_executor(spec: StudySpec, *, workers: int | None = None, device: str | 
                          on_report=on_report)
 
 
+def create_study(folder, spec: dict) -> Path:
+    """Validate ``spec`` and create the study folder (database + a readable spec.json copy)."""
+    import json
+
+    from SegTuneCore.process import atomic_write
+
+    parsed = parse_spec(spec)
+    store = StudyStore.create(folder, parsed.raw, info={"versions": versions()})
+    try:
+        with atomic_write(store.folder / "spec.json") as tmp:
+            tmp.write_text(json.dumps(parsed.raw, indent=2) + "\n", encoding="utf-8")
+    finally:
+        store.close()
+    return store.folder
+
+
 def check_can_run(store: StudyStore, *, join: bool) -> None:
     """Refuse a second runner on a running study (unless joining) and a finished one."""
     meta = store.meta()

@@ -190,6 +190,18 @@ def is_study(folder: str | os.PathLike) -> bool:
     return (Path(folder) / DB_NAME).is_file()
 
 
+def check_schema(connection: sqlite3.Connection, path: Path) -> None:
+    application_id = connection.execute("PRAGMA application_id").fetchone()[0]
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    if application_id != APPLICATION_ID:
+        raise StudyError(f"{path}: not a SegTune study database (foreign SQLite file); it was left untouched")
+    if version > SCHEMA_VERSION:
+        raise StudyError(f"{path}: study database schema version {version} is newer than this HPOTools "
+                         f"supports ({SCHEMA_VERSION}); update SegTune. The study was left untouched")
+    if version < 1:
+        raise StudyError(f"{path}: study database has no schema version; it was left untouched")
+
+
 def check_database(path: Path) -> None:
     """Read-only checks that must pass before the database is opened for writing."""
     try:
@@ -199,20 +211,16 @@ def check_database(path: Path) -> None:
         raise StudyError(f"{path}: cannot read the study database ({exc.strerror})") from None
     if header != SQLITE_HEADER:
         raise StudyError(f"{path}: corrupt study database (not an SQLite file); it was left untouched")
+    # Without a WAL file, read the database as immutable: SQLite then creates no -wal/-shm files,
+    # so a refused folder is left exactly as it was. With one (a study in use, or killed before a
+    # checkpoint), the WAL must be read too.
+    immutable = "" if Path(f"{path}-wal").exists() else "&immutable=1"
     try:
-        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+        connection = sqlite3.connect(f"file:{path}?mode=ro{immutable}", uri=True, timeout=BUSY_TIMEOUT_S)
     except sqlite3.Error as exc:
         raise StudyError(f"{path}: cannot open the study database ({exc})") from None
     try:
-        application_id = connection.execute("PRAGMA application_id").fetchone()[0]
-        version = connection.execute("PRAGMA user_version").fetchone()[0]
-        if application_id != APPLICATION_ID:
-            raise StudyError(f"{path}: not a SegTune study database (foreign SQLite file); it was left untouched")
-        if version > SCHEMA_VERSION:
-            raise StudyError(f"{path}: study database schema version {version} is newer than this HPOTools "
-                             f"supports ({SCHEMA_VERSION}); update SegTune. The study was left untouched")
-        if version < 1:
-            raise StudyError(f"{path}: study database has no schema version; it was left untouched")
+        check_schema(connection, path)
         problems = [row[0] for row in connection.execute("PRAGMA quick_check")]
         if problems != ["ok"]:
             raise StudyError(f"{path}: corrupt study database ({problems[0]}); it was left untouched")
@@ -277,7 +285,14 @@ class StudyStore:
             raise StudyError(f"{folder}: not a study folder (no {DB_NAME})")
         check_database(folder / DB_NAME)
         store = cls(folder)
-        store.connection()
+        try:    # again on the writing connection: a WAL written meanwhile may have changed the schema
+            check_schema(store.connection(), store.path)
+        except sqlite3.DatabaseError as exc:
+            store.close()
+            raise StudyError(f"{store.path}: corrupt study database ({exc})") from None
+        except StudyError:
+            store.close()
+            raise
         return store
 
     def connection(self) -> sqlite3.Connection:

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
-from SegTuneCore.process import atomic_write
-
-from ..runner import versions
+from ..runner import create_study
 from ..spec import load_spec_file, parse_spec
-from ..storage import StudyStore
 from .common import add_runner_arguments, check_runner_arguments, start
 
 
@@ -21,10 +16,4 @@ def configure(parser) -> None:
 def run(args) -> int:
     spec = parse_spec(load_spec_file(args.spec))
     check_runner_arguments(args, spec)
-    store = StudyStore.create(args.study, spec.raw, info={"versions": versions()})
-    try:
-        with atomic_write(store.folder / "spec.json") as tmp:
-            tmp.write_text(json.dumps(spec.raw, indent=2) + "\n", encoding="utf-8")
-    finally:
-        store.close()
-    return start(args, store.folder)
+    return start(args, create_study(args.study, spec.raw))
