@@ -119,6 +119,55 @@ def _check_readable(path: Path) -> None:
         raise SegTuneError(f"{path}: is a directory, expected an image file")
     if path.stat().st_size == 0:
         raise SegTuneError(f"{path}: file is empty")
+    check_nifti_complete(path)
+
+
+def check_nifti_complete(path: Path) -> None:
+    """Refuse a truncated NIfTI file: ITK's (and so MRML's) NIfTI reader silently fills the
+    missing voxels with zeros. Other files are left to their readers, which do report truncation."""
+    import gzip
+    import struct
+
+    name = path.name.lower()
+    if not name.endswith((".nii", ".nii.gz")):
+        return
+    opener = gzip.open if name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            header = handle.read(540)
+            needed = _nifti_data_end(header)
+            if needed is None:
+                return  # not NIfTI-1/2: the reader gives its own error
+            handle.seek(needed - 1)
+            complete = len(handle.read(1)) == 1
+    except (OSError, EOFError, struct.error):
+        complete = False
+    if not complete:
+        raise SegTuneError(f"{path}: truncated NIfTI file (the voxel data ends early)")
+
+
+def _nifti_data_end(header: bytes) -> int | None:
+    """vox_offset + voxel bytes from a NIfTI-1 or NIfTI-2 header (either byte order)."""
+    import struct
+
+    for order in "<>":
+        if len(header) >= 348 and struct.unpack(order + "i", header[:4])[0] == 348:
+            dims = struct.unpack(order + "8h", header[40:56])
+            bitpix = struct.unpack(order + "h", header[72:74])[0]
+            offset = int(struct.unpack(order + "f", header[108:112])[0])
+            break
+        if len(header) >= 540 and struct.unpack(order + "i", header[:4])[0] == 540:
+            bitpix = struct.unpack(order + "h", header[14:16])[0]
+            dims = struct.unpack(order + "8q", header[16:80])
+            offset = struct.unpack(order + "q", header[168:176])[0]
+            break
+    else:
+        return None
+    rank = dims[0]
+    if not 1 <= rank <= 7 or bitpix <= 0:
+        return None
+    voxels = int(np.prod([max(int(n), 1) for n in dims[1:rank + 1]], dtype=np.int64))
+    return offset + voxels * bitpix // 8
 
 
 def read_volume(path: str | os.PathLike, *, require_3d: bool = True) -> Volume:
