@@ -15,7 +15,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from SegTuneCore.errors import SegTuneError
-from SegTuneCore.geometry import VOLUME_SUFFIXES, Segment, Volume
+from SegTuneCore.geometry import VOLUME_SUFFIXES, Segment, Volume, check_nifti_complete
 
 
 def _slicer():
@@ -54,6 +54,41 @@ def _vtk_errors_captured() -> Iterator[None]:
         vtk.vtkLogger.SetStderrVerbosity(previous)
 
 
+@contextlib.contextmanager
+def _native_stderr_captured() -> Iterator[list[str]]:
+    """Collect what C++ readers (MetaIO, teem) print straight on the process's stderr (fd 2).
+
+    A failed read must end as one clear error line, so the caller decides: use the captured lines
+    as the reason of its error, or hand them back with `_reemit` after a successful read.
+    """
+    import sys
+    import tempfile
+
+    captured: list[str] = []
+    with contextlib.suppress(AttributeError, ValueError, OSError):
+        sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.extend(line.rstrip() for line in sink.read().decode(errors="replace").splitlines() if line.strip())
+
+
+def _reemit(lines: list[str]) -> None:
+    if lines:
+        os.write(2, ("\n".join(lines) + "\n").encode())
+
+
+def _reason(lines: list[str]) -> str:
+    text = next((line.strip() for line in lines if "\x1b" not in line), "")
+    return f" ({text})" if text else ""
+
+
 # --- volumes --------------------------------------------------------------------------------
 
 def volume_from_node(node) -> Volume:
@@ -85,10 +120,11 @@ def load_volume_node(path: str | os.PathLike, name: str | None = None):
     path = Path(path)
     _check_file(path)
     logic = slicer.modules.volumes.logic()
-    with _vtk_errors_captured():
+    with _vtk_errors_captured(), _native_stderr_captured() as messages:
         node = logic.AddArchetypeVolume(str(path), name or _base_name(path))
     if node is None or node.GetImageData() is None:
-        raise SegTuneError(f"{path}: not a readable volume")
+        raise SegTuneError(f"{path}: not a readable volume{_reason(messages)}")
+    _reemit(messages)
     dims = node.GetImageData().GetDimensions()
     if min(dims) < 2:
         slicer.mrmlScene.RemoveNode(node)
@@ -106,6 +142,7 @@ def _check_file(path: Path) -> None:
         raise SegTuneError(f"{path}: is a directory, expected a file")
     if path.stat().st_size == 0:
         raise SegTuneError(f"{path}: file is empty")
+    check_nifti_complete(path)
 
 
 def _base_name(path: Path) -> str:
@@ -185,17 +222,33 @@ def load_segmentation_node(path: str | os.PathLike, name: str | None = None):
     slicer = _slicer()
     path = Path(path)
     _check_file(path)
+    _check_itk_readable(path)
     node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name or _base_name(path))
-    storage = node.CreateDefaultStorageNode()
+    storage = node.CreateDefaultStorageNode()  # not in the scene: nothing to remove on failure
     storage.SetFileName(str(path))
-    with _vtk_errors_captured():
+    with _vtk_errors_captured(), _native_stderr_captured() as messages:
         ok = storage.ReadData(node)
     if not ok or node.GetSegmentation().GetNumberOfSegments() == 0:
-        slicer.mrmlScene.RemoveNode(storage)
         slicer.mrmlScene.RemoveNode(node)
-        raise SegTuneError(f"{path}: not a readable segmentation")
+        raise SegTuneError(f"{path}: not a readable segmentation{_reason(messages)}")
+    _reemit(messages)
     node.CreateDefaultDisplayNodes()
     return node
+
+
+def _check_itk_readable(path: Path) -> None:
+    # The segmentation storage node lets ITK's exception for a truncated or corrupt NRRD escape
+    # as a C++ exception, which aborts the whole process (the Slicer app too): read it with
+    # SimpleITK first, where the same failure is a Python error.
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.Execute()
+    except RuntimeError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        raise SegTuneError(f"{path}: not a readable segmentation ({lines[-1] if lines else 'unknown reason'})") from None
 
 
 def place_next_to(node, reference_node) -> None:
