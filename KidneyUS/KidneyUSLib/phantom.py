@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, special
 
 from KidneyUSLib import preprocessing
 
@@ -33,16 +33,17 @@ PROBE_TO_PATIENT = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
 # Speckle: Gaussian sigma (mm) of the complex field's point-spread function along (u, v, w)
 # (lateral, elevational, axial) and the display compression exponent. Calibrated against the real
 # 3D ultrasound in ../shared/data (docs/KidneyUS-phantom.md).
-SPECKLE_SIGMA_MM = np.array([0.45, 0.7, 0.25])
-DISPLAY_GAMMA = 0.6
+SPECKLE_SIGMA_MM = np.array([2.25, 2.9, 0.95])
+DISPLAY_GAMMA = 0.78
 DISPLAY_REFERENCE = 2.2  # envelope mapped to 255
 NATIVE_SPACING_RANGE = (0.4, 1.0)
 NATIVE_SIZE_RANGE = (150, 250)
 MAX_OBLIQUE_DEG = 35.0  # below 45 deg: the canonical axes stay the probe axes
-# fast path: independent speckle draws averaged per 4 mm voxel, then smoothed (matches the texture
-# left after preprocessing's anti-aliasing of native speckle; see docs/KidneyUS-phantom.md)
-CUBE_SPECKLE_DRAWS = 8
-CUBE_TEXTURE_SIGMA = 0.5
+# fast path: the mean display level times (1 + a correlated Gaussian texture) whose coefficient of
+# variation and correlation (sigma in cube voxels along k, j, i = lateral, axial, elevational)
+# match native speckle after preprocessing's 4 mm anti-aliasing (docs/KidneyUS-phantom.md)
+CUBE_TEXTURE_CV = 0.22
+CUBE_TEXTURE_SIGMA_VOX = (0.55, 0.43, 0.64)
 CUBE_PARTIAL_VOLUME_SIGMA = 0.35
 
 _POPULATION = {
@@ -293,15 +294,39 @@ def _display(envelope: np.ndarray) -> np.ndarray:
     return 255.0 * np.clip(envelope / DISPLAY_REFERENCE, 0, 1) ** DISPLAY_GAMMA
 
 
-def _speckle(rng: np.random.Generator, shape, sigma_vox) -> np.ndarray:
-    """Fully developed speckle: the modulus of a correlated complex Gaussian field, mean 1."""
-    field = np.zeros(shape, dtype=np.float32)
+def _mean_display(amplitude: np.ndarray, noise: float) -> np.ndarray:
+    """E[_display(|amplitude * z + noise * n|)] for unit-mean Rayleigh z, n (clipping neglected).
+
+    The envelope is Rayleigh with E[envelope^2] = 4/pi (amplitude^2 + noise^2), so
+    E[envelope^gamma] = E[envelope^2]^(gamma/2) Gamma(1 + gamma/2).
+    """
+    second_moment = 4.0 / np.pi * (amplitude.astype(np.float64) ** 2 + noise**2)
+    mean = second_moment ** (DISPLAY_GAMMA / 2) * special.gamma(1 + DISPLAY_GAMMA / 2)
+    return (255.0 * mean / DISPLAY_REFERENCE**DISPLAY_GAMMA).astype(np.float32)
+
+
+def _complex_gaussian(rng: np.random.Generator, shape, sigma_vox=None):
+    """Real and imaginary parts of a complex Gaussian field whose modulus is Rayleigh with mean 1,
+    spatially correlated by a Gaussian point-spread function (sigma in voxels) when given."""
+    parts = []
     for _ in range(2):
-        part = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma_vox, truncate=3.0)
-        field += part * part
-    np.sqrt(field, out=field)
-    field /= field.mean()
-    return field
+        part = rng.standard_normal(shape, dtype=np.float32)
+        if sigma_vox is not None:
+            part = ndimage.gaussian_filter(part, sigma_vox, truncate=3.0)
+            part *= np.float32(1.0 / part.std())
+        part *= np.float32(np.sqrt(2.0 / np.pi))
+        parts.append(part)
+    return parts
+
+
+def speckle_envelope(rng: np.random.Generator, amplitude: np.ndarray, noise: float, sigma_vox) -> np.ndarray:
+    """|amplitude * speckle + noise * electronic noise|, both complex Gaussian (RF-like) fields."""
+    real, imaginary = _complex_gaussian(rng, amplitude.shape, sigma_vox)
+    noise_real, noise_imaginary = _complex_gaussian(rng, amplitude.shape)
+    noise = np.float32(noise)
+    real = amplitude * real + noise * noise_real
+    imaginary = amplitude * imaginary + noise * noise_imaginary
+    return np.hypot(real, imaginary)
 
 
 def _grid_points(ijk_to_probe: np.ndarray, shape_kji, k: int) -> np.ndarray:
@@ -326,11 +351,9 @@ def generate_phantom(population: str, seed: int, spacing=None, size=None, obliqu
         amplitude[k], label[k], sector[k] = render_scene(scene, _grid_points(ijk_to_probe, shape_kji, k), shapes)
 
     rng = np.random.default_rng([scene.seed, POPULATIONS.index(population), 1])
-    sigma_uvw = SPECKLE_SIGMA_MM
-    sigma_vox = [sigma_uvw[scene.grid_axes[axis]] / scene.spacing_ijk[axis] for axis in (2, 1, 0)]  # k, j, i
-    amplitude *= _speckle(rng, shape_kji, sigma_vox)
-    amplitude += scene.noise * rng.rayleigh(np.sqrt(2 / np.pi), size=shape_kji).astype(np.float32)
-    image = np.where(sector, np.rint(_display(amplitude)), 0).astype(np.uint8)
+    sigma_vox = [SPECKLE_SIGMA_MM[scene.grid_axes[axis]] / scene.spacing_ijk[axis] for axis in (2, 1, 0)]  # k, j, i
+    envelope = speckle_envelope(rng, amplitude, scene.noise, sigma_vox)
+    image = np.where(sector, np.rint(_display(envelope)), 0).astype(np.uint8)
 
     ijk_to_ras = scene.probe_to_ras @ ijk_to_probe
     return Volume(image, ijk_to_ras), Volume(label, ijk_to_ras.copy())
@@ -365,11 +388,9 @@ def generate_training_pair(population: str, seed: int):
     amplitude = ndimage.gaussian_filter(amplitude, CUBE_PARTIAL_VOLUME_SIGMA)
 
     rng = np.random.default_rng([scene.seed, POPULATIONS.index(population), 2])
-    shape = (CUBE_SPECKLE_DRAWS,) + amplitude.shape
-    scale = np.float32(np.sqrt(2 / np.pi))
-    envelope = amplitude * rng.rayleigh(scale, size=shape).astype(np.float32)
-    envelope += scene.noise * rng.rayleigh(scale, size=shape).astype(np.float32)
-    intensity = ndimage.gaussian_filter(_display(envelope).mean(axis=0), CUBE_TEXTURE_SIGMA)
+    texture = ndimage.gaussian_filter(rng.standard_normal(amplitude.shape), CUBE_TEXTURE_SIGMA_VOX)
+    texture *= CUBE_TEXTURE_CV / texture.std()
+    intensity = np.minimum(_mean_display(amplitude, scene.noise) * (1.0 + texture), 255.0)
     intensity = np.where(sector, intensity, 0.0).astype(np.float32)
 
     # the native grid's field of view inside the cube, as preprocess sees it
