@@ -89,8 +89,8 @@ def empty_slices(images: np.ndarray) -> np.ndarray:
 
 
 def localize(volume: Volume, model: LoadedModel, *, smoothing_mm: float = DEFAULT_SMOOTHING_MM,
-             progress: Progress | None = None, batch_size: int = 32) -> Localization:
-    """Classify every axial slice of `volume` and decide its regions."""
+             progress: Progress | None = None, batch_size: int = 32, bf16: bool = False) -> Localization:
+    """Classify every axial slice of `volume` and decide its regions (bf16: autocast the network)."""
     from SegTuneCore.device import describe
 
     from .preprocessing import axial_slices
@@ -107,14 +107,15 @@ def localize(volume: Volume, model: LoadedModel, *, smoothing_mm: float = DEFAUL
     probabilities = np.empty((len(stack), len(REGIONS)), dtype=np.float32)
     for start in range(0, len(stack), batch_size):
         stop = min(start + batch_size, len(stack))
-        probabilities[start:stop] = classifier.predict(stack.images[start:stop], batch_size=batch_size)
+        probabilities[start:stop] = classifier.predict(stack.images[start:stop], batch_size=batch_size, bf16=bf16)
         report(0.05 + 0.9 * stop / len(stack), f"classified {stop}/{len(stack)} slices")
     slice_spacing = float(np.linalg.norm(np.asarray(volume.ijk_to_ras)[:3, stack.slice_axis]))
     decision = decide(probabilities, stack.positions_mm, stack.k_indices, empty=empty,
                       sigma_mm=smoothing_mm, single_thickness=slice_spacing)
     report(1.0, f"{len(decision.regions)} regions")
+    device = dict(describe(classifier.device), precision="bf16" if bf16 else "fp32")
     return Localization(decision, probabilities, stack.positions_mm, empty, stack.slice_axis,
-                        float(smoothing_mm), model.summary, describe(classifier.device))
+                        float(smoothing_mm), model.summary, device)
 
 
 def region_segments(localization: Localization) -> list[Segment]:

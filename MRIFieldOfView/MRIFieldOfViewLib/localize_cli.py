@@ -18,6 +18,7 @@ def configure(parser) -> None:
     parser.add_argument("--segmentation", help="also write the region slabs as a .seg.nrrd on the input grid")
     parser.add_argument("--model", help="model version, bundled model name or model folder (default: active, else bundled)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast of the network (CUDA or CPUs with native bf16)")
     parser.add_argument("--smoothing-mm", type=float, default=DEFAULT_SMOOTHING_MM,
                         help=f"standard deviation of the Gaussian smoothing along the patient axis, mm (default {DEFAULT_SMOOTHING_MM:g}; 0 = none)")
     parser.add_argument("--json", action="store_true", help="also print the regions JSON on stdout")
@@ -38,7 +39,7 @@ def run(args) -> int:
     try:
         volume = read_volume(args.volume)
         model = load_classifier(args.model, args.device)
-        result = localize(volume, model, smoothing_mm=args.smoothing_mm, progress=reporter.progress)
+        result = localize(volume, model, smoothing_mm=args.smoothing_mm, progress=reporter.progress, bf16=args.bf16)
         document = result.to_json()
         document["input"] = str(Path(args.volume))
         if args.segmentation:
