@@ -242,7 +242,9 @@ def write_segmentation(labels: Volume, segments: Sequence[Segment], path: str | 
     if len(set(values)) != len(values) or any(v <= 0 or v > 255 for v in values):
         raise SegTuneError("segment label values must be distinct integers in 1..255")
     array = np.asarray(labels.array)
-    image = volume_to_sitk(labels.with_array(array.astype(np.uint8)))
+    # Voxels of labels that no segment names would stay in the file as anonymous values.
+    array = np.where(np.isin(array, values), array, 0).astype(np.uint8)
+    image = volume_to_sitk(labels.with_array(array))
     for index, segment in enumerate(segments):
         extent = _label_extent(array == segment.label_value)
         for key, value in _segment_fields(index, segment, extent).items():
