@@ -207,3 +207,32 @@ def test_trial_timeout_is_recorded(tmp_path):
     with sqlite3.connect(study / "study.db") as connection:
         kinds = [row[0] for row in connection.execute("SELECT kind FROM events")]
     assert "worker-started" in kinds
+
+
+def test_hyperband_study_resumes_after_sigkill_without_repeating_jobs(tmp_path):
+    budget = 16
+    spec = write_spec(tmp_path / "spec.json", objective="benchmark:mf-hartmann6", method="hyperband",
+                      method_options={"max_budget": 9}, budget={"trials": budget}, seed=1, trial_sleep=0.3)
+    study = tmp_path / "study"
+    pid = json.loads(hpo("run", spec, "--study", study, "--background", "--workers", "2", "--json").stdout)["pid"]
+    wait_for(lambda: status(study)["trials"]["complete"] >= 5, what="5 completed jobs")
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not group_alive(pid), timeout=10, what="the runner's process group to die")
+    before = {t["trial"]: t for t in trials_of(study) if t["state"] == "complete"}
+    hpo("resume", study, "--workers", "2", "--progress", "quiet")
+
+    trials = trials_of(study)
+    assert len(trials) == budget and all(t["state"] == "complete" for t in trials)
+    for number, trial in before.items():
+        assert next(t for t in trials if t["trial"] == number)["value"] == trial["value"]
+    rows = sqlite3.connect(study / "study.db").execute(
+        "SELECT number, bracket, rung, config_id, budget, resume_from, params FROM trials").fetchall()
+    assert len({row[1:4] for row in rows}) == budget, "each (bracket, rung, configuration) job ran once"
+    assert len({(row[6], row[4]) for row in rows}) == budget
+    by_job = {row[1:4]: row for row in rows}
+    for number, bracket, rung, config, job_budget, resume_from, params in rows:
+        if rung > 0:    # a promotion continues the same configuration from the previous rung's budget
+            previous = by_job[(bracket, rung - 1, config)]
+            assert resume_from == previous[4] and params == previous[6] and job_budget > resume_from
+        else:
+            assert resume_from is None

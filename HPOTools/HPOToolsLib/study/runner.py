@@ -46,18 +46,25 @@ def trial_folder(study: Path, number: int) -> Path:
 
 
 class Proposer:
-    """The spec's sampler or scheduler, kept in step with the stored trials."""
+    """The spec's sampler or scheduler, kept in step with the stored trials.
+
+    It lives as long as the worker and is only told what changed since the last claim; it is
+    rebuilt from the stored trials when the history holds something it did not see happen (a
+    resume, another worker's trials), which is what makes a resumed study continue the search."""
 
     def __init__(self, spec: StudySpec):
         self.spec = spec
         self.engine = None
         self.told: list[int] = []
+        self.jobs: dict[int, object] = {}      # multi-fidelity: trial number -> hyperband.Job
+        self.reported: set[int] = set()
+        self._last_job = None
 
     def propose(self, trials: list[StoredTrial]) -> dict | None:
+        if self.spec.multi_fidelity:
+            return self._next_job(trials)
         finished = [t for t in trials if t.state.is_finished]
         active = [t for t in trials if not t.state.is_finished]
-        if self.spec.multi_fidelity:
-            return self._next_job(trials, active)
         numbers = [t.number for t in finished]
         if self.engine is None or numbers[:len(self.told)] != self.told:
             self.engine = self.spec.make_proposer_engine()
@@ -70,18 +77,41 @@ class Proposer:
         configs = self.engine.ask(1)
         return {"params": configs[0]} if configs else None
 
-    def _next_job(self, trials, active) -> dict | None:
-        engine = self.spec.make_proposer_engine()
-        engine.load_trials([t.to_trial() for t in trials])
-        taken = {(t.bracket, t.rung, t.config_id) for t in active}
-        while (job := engine.next_job()) is not None:
-            key = (job.bracket, job.rung, job.config_id)
-            if key in taken:          # handed out again by load_trials: it is already running
-                taken.discard(key)
-                continue
-            return {"params": job.params, "budget": job.budget, "resume_from": job.resume_from,
-                    "bracket": job.bracket, "rung": job.rung, "config_id": job.config_id}
-        return None
+    def _next_job(self, trials: list[StoredTrial]) -> dict | None:
+        if self.engine is None or any(t.number not in self.jobs for t in trials):
+            self._rebuild(trials)
+        else:
+            for t in trials:
+                if t.state.is_finished and t.number not in self.reported:
+                    self.engine.report(self.jobs[t.number], t.value, t.state, t.error)
+                    self.reported.add(t.number)
+        job = self.engine.next_job()
+        self._last_job = job
+        if job is None:
+            return None
+        return {"params": job.params, "budget": job.budget, "resume_from": job.resume_from,
+                "bracket": job.bracket, "rung": job.rung, "config_id": job.config_id}
+
+    def _rebuild(self, trials: list[StoredTrial]) -> None:
+        self.engine = self.spec.make_proposer_engine()
+        self.engine.load_trials([t.to_trial() for t in trials])
+        self.jobs = {t.number: None for t in trials}
+        self.reported = {t.number for t in trials if t.state.is_finished}
+        # load_trials hands the unfinished trials out again: they are ours to report, not new jobs
+        unfinished = {(t.bracket, t.rung, t.config_id): t.number for t in trials if not t.state.is_finished}
+        requeued = []
+        for job in self.engine.requeued:
+            number = unfinished.pop((job.bracket, job.rung, job.config_id), None)
+            if number is None:
+                requeued.append(job)
+            else:
+                self.jobs[number] = job
+        self.engine.requeued = requeued
+
+    def assigned(self, number: int) -> None:
+        """The last proposal became trial ``number``."""
+        if self.spec.multi_fidelity:
+            self.jobs[number] = self._last_job
 
 
 @dataclass
@@ -140,6 +170,7 @@ class Runner:
                     return self._nothing_new(trials, "search space exhausted")
                 params = proposal.pop("params")
                 number = StudyStore.insert_trial(connection, params, worker=self.worker, device=device, **proposal)
+                self.proposer.assigned(number)
             row = connection.execute("SELECT * FROM trials WHERE number=?", (number,)).fetchone()
         return Claim("trial", StoredTrial.from_row(row))
 
