@@ -1,4 +1,6 @@
-"""`python -m MRIFieldOfViewLib bench`: slice-classifier throughput and whole-volume localize time.
+"""`python -m MRIFieldOfViewLib bench localize|accuracy`: speed, and accuracy after the decision.
+
+`localize`: slice-classifier throughput and whole-volume localize time.
 
 Every variant is timed in the same run as the fp32 eager baseline (`torch.no_grad`, contiguous
 NCHW) on the same images, and reported as a ratio to it:
@@ -6,6 +8,11 @@ NCHW) on the same images, and reported as a ratio to it:
 A variant whose outputs differ from the baseline's by more than its tolerance is flagged.
 Then the whole `localize` (preprocessing + classification + decision) of one phantom volume is
 timed with the baseline precision and with bf16 when the device supports it.
+
+`accuracy`: held-out phantom studies (seeds >= dataset.HELD_OUT_SEED_START, the training
+distribution of regions, spine studies and orientations): slices correct after the decision
+for several smoothing widths, against the per-slice argmax of the raw network output (the
+baseline), and the region-boundary errors in slices.
 """
 
 from __future__ import annotations
@@ -19,14 +26,16 @@ from SegTuneCore.process import add_progress_argument
 
 
 def configure(parser) -> None:
-    parser.add_argument("name", nargs="?", default="localize", choices=("localize",), help="benchmark (default localize)")
+    parser.add_argument("name", nargs="?", default="localize", choices=("localize", "accuracy"), help="benchmark (default localize)")
     parser.add_argument("--model", help="model version, bundled name or folder (default: active, else bundled)")
     parser.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
     parser.add_argument("--slices", type=int, default=128, help="images per throughput measurement (default 128)")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
     parser.add_argument("--repeat", type=int, default=3, help="timed repetitions, best kept (default 3)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
-    parser.add_argument("--seed", type=int, default=1_000_123, help="phantom seed of the whole-volume run")
+    parser.add_argument("--seed", type=int, default=1_000_123, help="phantom seed of the whole-volume run (accuracy: first seed)")
+    parser.add_argument("--volumes", type=int, default=40, help="accuracy: held-out phantom studies (default 40)")
+    parser.add_argument("--max-matrix", type=int, default=256, help="accuracy: largest phantom matrix (default 256, as training)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     add_progress_argument(parser)
@@ -89,6 +98,61 @@ def throughput(model, images, batch_size, device, repeat, *, compile_model=False
     return rows
 
 
+SMOOTHING_GRID_MM = (0.0, 5.0, 10.0, 20.0, 40.0)
+
+
+def accuracy(loaded, seeds, max_matrix: int, progress) -> dict:
+    """Slice accuracy and boundary errors after the decision, per smoothing width, vs raw argmax."""
+    from .dataset import HELD_OUT_SEED_START, study_options
+    from .decision import boundary_errors, decide
+    from .localize import localize
+    from .phantom import make_phantom
+    from .regions import REGIONS
+
+    if min(seeds) < HELD_OUT_SEED_START:
+        raise ValueError(f"accuracy seeds must be >= {HELD_OUT_SEED_START} (never used in training)")
+    per_sigma = {sigma: {"correct": 0, "errors": [], "right_region_list": 0} for sigma in SMOOTHING_GRID_MM}
+    raw_correct = total = 0
+    volumes = []
+    for index, seed in enumerate(seeds):
+        options = study_options(seed)
+        phantom = make_phantom(seed, max_matrix=max_matrix, **options)
+        start = time.perf_counter()
+        result = localize(phantom.volume(), loaded, smoothing_mm=SMOOTHING_GRID_MM[0])
+        seconds = time.perf_counter() - start
+        truth = phantom.slice_labels
+        order = np.argsort(result.positions_mm, kind="stable")
+        raw = [None if result.empty[i] else REGIONS[int(np.argmax(result.probabilities[i]))] for i in range(len(truth))]
+        raw_correct += sum(a == b for a, b in zip(raw, truth))
+        total += len(truth)
+        true_regions = [name for i, name in enumerate(truth[j] for j in order) if name is not None]
+        true_list = [n for i, n in enumerate(true_regions) if i == 0 or true_regions[i - 1] != n]
+        record = {"seed": seed, "slices": len(truth), "study": "spine" if options["spine"] else "-".join(options["regions"]),
+                  "localize_s": round(seconds, 2), "raw_accuracy": round(float(np.mean([a == b for a, b in zip(raw, truth)])), 4)}
+        for sigma, stats in per_sigma.items():
+            decision = decide(result.probabilities, result.positions_mm, empty=result.empty, sigma_mm=sigma)
+            labels = decision.slice_labels
+            correct = sum(a == b for a, b in zip(labels, truth))
+            stats["correct"] += correct
+            stats["errors"] += boundary_errors([labels[i] for i in order], [truth[i] for i in order])
+            stats["right_region_list"] += [r.name for r in decision.regions] == true_list
+            record[f"accuracy_{sigma:g}mm"] = round(correct / len(truth), 4)
+        volumes.append(record)
+        progress((index + 1) / len(seeds), f"volume {index + 1}/{len(seeds)}")
+    summary = []
+    for sigma, stats in per_sigma.items():
+        errors = np.array(stats["errors"])
+        summary.append({
+            "smoothing_mm": sigma, "slice_accuracy": round(stats["correct"] / total, 4),
+            "boundaries": len(errors), "median_boundary_error_slices": float(np.median(errors)) if len(errors) else None,
+            "boundaries_within_1_slice": round(float(np.mean(errors <= 1)), 4) if len(errors) else None,
+            "missing_boundaries": int(np.isinf(errors).sum()),
+            "volumes_with_right_regions": stats["right_region_list"],
+        })
+    return {"volumes": len(seeds), "slices": total, "raw_argmax_accuracy": round(raw_correct / total, 4),
+            "by_smoothing": summary, "per_volume": volumes}
+
+
 def run(args) -> int:
     import torch
 
@@ -104,6 +168,22 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     loaded = load_classifier(args.model, args.device)
     classifier = loaded.classifier
+    if args.name == "accuracy":
+        seeds = range(args.seed, args.seed + args.volumes)
+        result = dict(accuracy(loaded, seeds, args.max_matrix, reporter.progress),
+                      benchmark="accuracy", model={k: loaded.summary.get(k) for k in ("version", "path", "bundled", "sha256")},
+                      seeds=[seeds.start, seeds.stop], max_matrix=args.max_matrix, device=describe(classifier.device))
+        reporter.result({k: v for k, v in result.items() if k != "per_volume"})
+        if args.json and args.progress != "json":
+            print(json.dumps(result))
+        elif not args.json:
+            print(f"{result['volumes']} held-out phantom studies, {result['slices']} slices; model {result['model']['version']}")
+            print(f"  raw per-slice argmax: {result['raw_argmax_accuracy']:.2%} of slices correct")
+            for row in result["by_smoothing"]:
+                print(f"  decision, smoothing {row['smoothing_mm']:>4g} mm: {row['slice_accuracy']:.2%} correct, median boundary "
+                      f"error {row['median_boundary_error_slices']} slices, {row['boundaries_within_1_slice']:.0%} within 1 slice, "
+                      f"{row['missing_boundaries']} missing, {row['volumes_with_right_regions']}/{result['volumes']} volumes with the right regions")
+        return 0
     device = classifier.device
     bf16_ok = capabilities(device)["bf16"]
 

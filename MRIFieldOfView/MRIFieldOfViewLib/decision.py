@@ -163,3 +163,22 @@ def decide(probabilities: np.ndarray, positions_mm: np.ndarray, k_indices: np.nd
         slice_labels[row] = sorted_labels[rank]
         smoothed[row] = smoothed_sorted[rank]
     return Decision(regions, slice_labels, smoothed, hypothesis, total)
+
+
+def boundary_errors(predicted: list, truth: list) -> list[float]:
+    """Per true region-to-region boundary, |predicted - true| position in slices (inf if missing).
+
+    Both lists hold one label per slice in physical order (None = empty). A boundary is the gap
+    between two adjacent slices with different region labels; the predicted boundary between
+    the same two regions is the one nearest to the true one.
+    """
+    def transitions(labels):
+        return [(z, labels[z], labels[z + 1]) for z in range(len(labels) - 1)
+                if labels[z] != labels[z + 1] and labels[z] is not None and labels[z + 1] is not None]
+
+    found = transitions(predicted)
+    errors = []
+    for z, below, above in transitions(truth):
+        candidates = [abs(z - z2) for z2, b2, a2 in found if (b2, a2) == (below, above)]
+        errors.append(float(min(candidates)) if candidates else float("inf"))
+    return errors

@@ -7,7 +7,7 @@ import pytest
 from scipy.ndimage import gaussian_filter1d
 
 from MRIFieldOfViewLib.decision import (
-    best_ordered_labelling, decide, gaussian_smooth, slice_boundaries,
+    best_ordered_labelling, boundary_errors, decide, gaussian_smooth, slice_boundaries,
 )
 from MRIFieldOfViewLib.regions import ORDERED_REGIONS, REGIONS
 
@@ -216,3 +216,13 @@ def test_bad_probabilities_are_refused():
         decide(np.ones((3, 5)), np.arange(3.0))
     with pytest.raises(ValueError):
         decide(np.ones((3, 6)), np.arange(4.0))
+
+
+def test_boundary_errors_count_slices_between_matching_transitions():
+    truth = [None, "legs", "legs", "pelvis", "pelvis", "pelvis", "abdomen", "abdomen", None]
+    predicted = [None, "legs", "legs", "legs", "pelvis", "pelvis", "pelvis", "abdomen", None]
+    assert boundary_errors(predicted, truth) == [1.0, 1.0]
+    assert boundary_errors(truth, truth) == [0.0, 0.0]
+    # a missing transition (pelvis never predicted) is an infinite error
+    assert boundary_errors(["legs"] * 5 + ["abdomen"] * 4, truth) == [float("inf"), float("inf")]
+    assert boundary_errors(truth, ["spine"] * 9) == []
