@@ -121,6 +121,10 @@ def main(argv=None) -> int:
     parser.add_argument("--n-configs", type=int, default=320)
     parser.add_argument("--epochs", type=int, default=27)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--start", type=int, default=0,
+                        help="train configurations start..n-configs-1 only (a part built by a second process)")
+    parser.add_argument("--merge", type=Path, nargs="*", default=[],
+                        help="append these parts (built with --start) to --output, then continue")
     args = parser.parse_args(argv)
 
     import sklearn
@@ -144,12 +148,26 @@ def main(argv=None) -> int:
         "device": f"cpu ({platform.processor() or platform.machine()}), 1 thread",
         "configs": [],
     }
+    table["first_index"] = args.start
     if args.output.exists():
         previous = json.loads(args.output.read_text())
         if previous.get("seed") == args.seed and previous.get("epochs") == args.epochs:
             table["configs"] = previous["configs"]
+            table["build_seconds"] = previous.get("build_seconds", 0)
+    for part_path in args.merge:
+        part = json.loads(part_path.read_text())
+        if (part.get("seed"), part.get("epochs")) != (args.seed, args.epochs):
+            raise ValueError(f"{part_path}: built with another seed or number of epochs")
+        have = args.start + len(table["configs"])
+        entries = part["configs"][max(0, have - part["first_index"]):]
+        if part["first_index"] > have:
+            raise ValueError(f"{part_path}: starts at configuration {part['first_index']}, the table has {have}")
+        table["configs"] += entries
+        table["build_seconds"] = round(table.get("build_seconds", 0) + part.get("build_seconds", 0), 1)
+    if args.merge:
+        write_json(args.output, table)
     started = time.perf_counter()
-    for index in range(len(table["configs"]), len(configs)):
+    for index in range(args.start + len(table["configs"]), len(configs)):
         losses, accuracies, seconds = train_curve(configs[index], data, args.epochs, seed=args.seed * 100003 + index)
         table["configs"].append({"params": configs[index], "val_loss": losses, "val_accuracy": accuracies,
                                  "train_seconds": round(seconds, 3)})
