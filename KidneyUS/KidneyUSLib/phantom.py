@@ -24,6 +24,7 @@ import numpy as np
 from scipy import ndimage, special
 
 from KidneyUSLib import preprocessing
+from SegTuneCore.geometry import Volume  # numpy only: SimpleITK is imported lazily there
 
 POPULATIONS = ("adult", "child")
 SHAPES_FILE = Path(__file__).with_name("data") / "kidney_shapes.npz"
@@ -338,8 +339,6 @@ def _grid_points(ijk_to_probe: np.ndarray, shape_kji, k: int) -> np.ndarray:
 
 def generate_phantom(population: str, seed: int, spacing=None, size=None, oblique=False):
     """(volume, label): uint8 B-mode-like volume and uint8 0/1 kidney label on the native grid."""
-    from SegTuneCore.geometry import Volume  # imported here: the training fast path needs numpy/scipy only
-
     scene = draw_scene(population, seed, spacing, size, oblique)
     shapes = _shapes()
     ijk_to_probe = scene.ijk_to_probe()
