@@ -236,3 +236,24 @@ def test_hyperband_study_resumes_after_sigkill_without_repeating_jobs(tmp_path):
             assert resume_from == previous[4] and params == previous[6] and job_budget > resume_from
         else:
             assert resume_from is None
+
+
+def test_crashing_trial_processes_and_wall_time_budget(tmp_path):
+    from HPOToolsLib.study.runner import create_study, run_study
+
+    crashing = create_study(tmp_path / "crash", {
+        "objective": "benchmark:quadratic-model", "method": "random", "budget": {"trials": 6}, "seed": 2,
+        "objective_options": {"crash_above": 0.0}})
+    summary = run_study(crashing)
+    trials = trials_of(crashing)
+    assert summary["state"] == "finished" and len(trials) == 6
+    crashed = [t for t in trials if t["state"] == "crashed"]
+    assert crashed and all(t["params"]["y"] > 0 and "SIGKILL" in t["error"] for t in crashed)
+    assert all(t["state"] == "complete" for t in trials if t["params"]["y"] <= 0)
+
+    timed = create_study(tmp_path / "wall", {
+        "objective": "benchmark:quadratic-model", "method": "random", "budget": {"wall_time": 1.0}, "seed": 0,
+        "trial_sleep": 0.3, "heartbeat": {"interval": 0.1, "stale_after": 5}})
+    summary = run_study(timed)
+    assert summary["finish_reason"] == "wall-time budget spent"
+    assert 1 <= summary["trials"]["complete"] <= 6 and summary["trials"]["total"] == summary["trials"]["complete"]

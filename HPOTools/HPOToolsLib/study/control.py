@@ -31,7 +31,7 @@ def launch_background(folder: Path, runner_args: list[str], *, join: bool = Fals
         store = StudyStore.open(folder)
         try:
             with store.write() as connection:
-                runner = StudyStore.get(store, "runner", connection=connection) or {}
+                runner = store.get("runner", connection=connection) or {}
                 if runner.get("pid") != process.pid:   # the child may already have registered itself
                     StudyStore.put(connection, "runner", {"pid": process.pid, "host": hostname(),
                                                           "pid_started": process_started(process.pid),
@@ -57,7 +57,7 @@ def cancel_study(folder: Path, *, grace_s: float = 3.0) -> dict:
     store = StudyStore.open(folder)
     try:
         with store.write() as connection:
-            if StudyStore.get(store, "state", connection=connection) != "finished":
+            if store.get("state", connection=connection) != "finished":
                 StudyStore.put(connection, "state", "cancelled")
             StudyStore.event(connection, "cancel", message=f"cancel requested from pid {os.getpid()}")
         targets: dict[int, float | None] = {}

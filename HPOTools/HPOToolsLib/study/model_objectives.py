@@ -3,8 +3,9 @@
 "benchmark:quadratic-model": f(x, y) = (x − 0.3)² + (y + 0.2)², minimum 0 at (0.3, −0.2), on
 x, y ∈ [−1, 1]. Each trial saves a tiny model (the point as a tensor) through
 ``SegTuneCore.models.save_model`` into ``context.model_folder``, with the hyper-parameters and the
-validation metric in its model.json, like a real training objective does. Option ``fail_above``:
-trials with x above it raise (to exercise failure states).
+validation metric in its model.json, like a real training objective does. Options to exercise
+failure handling: ``fail_above`` (trials with x above it raise) and ``crash_above`` (trials with y
+above it kill their own process, as a segfault or the OOM killer would).
 
 Objectives that save artifacts take a keyword ``context`` (``study.evaluate.TrialContext``).
 """
@@ -22,10 +23,15 @@ def quadratic(params: dict) -> float:
     return (params["x"] - 0.3) ** 2 + (params["y"] + 0.2) ** 2
 
 
-def _make(fail_above: float | None = None) -> Objective:
+def _make(fail_above: float | None = None, crash_above: float | None = None) -> Objective:
     def train(params: dict, context=None) -> dict:
         if fail_above is not None and params["x"] > fail_above:
             raise RuntimeError(f"x={params['x']:.3f} > fail_above={fail_above}")
+        if crash_above is not None and params["y"] > crash_above:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
         import numpy as np
 
         value = quadratic(params)

@@ -203,13 +203,10 @@ class Runner:
                 artifact = str(model.relative_to(self.store.folder))
             except SegTuneError as exc:
                 error = f"saved model failed verification: {exc}"
-        trial = self.in_flight.pop(number, None)
+        self.in_flight.pop(number, None)
         self.store.finish(number, self.worker, state=state, value=outcome.get("value"), error=error,
                           metrics=outcome.get("metrics"), intermediate=outcome.get("intermediate"),
-                          artifact=artifact, artifact_sha256=sha)
-        if outcome.get("device") and trial is not None:
-            with self.store.write() as connection:
-                connection.execute("UPDATE trials SET device=? WHERE number=?", (outcome["device"], number))
+                          artifact=artifact, artifact_sha256=sha, device=outcome.get("device"))
         self._report_progress(number, state, outcome.get("value"), error)
 
     def _report_progress(self, number: int, state: TrialState, value, error) -> None:
@@ -382,7 +379,7 @@ def create_study(folder, spec: dict) -> Path:
 
 
 def check_can_run(store: StudyStore, *, join: bool) -> None:
-    """Refuse a second runner on a running study (unless joining) and a finished one."""
+    """Refuse a second runner on a running study, and joining a study nobody runs."""
     meta = store.meta()
     spec = meta["spec"]
     workers = live_workers(store, spec["heartbeat"]["stale_after"])
@@ -400,8 +397,6 @@ def run_study(folder, *, workers: int | None = None, device: str | None = None, 
     store = StudyStore.open(folder)
     try:
         check_can_run(store, join=join)
-        if not join and store.get("state") == "cancelled":
-            store.set("state", "running")
         spec = parse_spec(store.spec())
         runner_box: dict = {}
         executor = make_executor(spec, workers=workers, device=device, ray_address=ray_address,

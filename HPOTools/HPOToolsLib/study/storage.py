@@ -381,16 +381,17 @@ class StudyStore:
 
     def finish(self, number: int, worker: str, *, state: TrialState, value: float | None, error: str | None,
                metrics: dict | None = None, intermediate: list | None = None, artifact: str | None = None,
-               artifact_sha256: str | None = None) -> bool:
+               artifact_sha256: str | None = None, device: str | None = None) -> bool:
         """Record a result; False (nothing written) if the trial is no longer this worker's."""
         value = value if value is None or math.isfinite(value) else None
         with self.write() as connection:
             cursor = connection.execute(
                 "UPDATE trials SET state=?, value=?, error=?, metrics=?, intermediate=COALESCE(?, intermediate),"
-                " artifact=?, artifact_sha256=?, finished=?, heartbeat=? WHERE number=? AND worker=? AND state=?",
+                " artifact=?, artifact_sha256=?, device=COALESCE(?, device), finished=?, heartbeat=?"
+                " WHERE number=? AND worker=? AND state=?",
                 (TrialState(state).value, value, error, dumps(metrics or {}),
-                 None if intermediate is None else dumps(intermediate), artifact, artifact_sha256, time.time(),
-                 time.time(), number, worker, TrialState.RUNNING.value))
+                 None if intermediate is None else dumps(intermediate), artifact, artifact_sha256, device,
+                 time.time(), time.time(), number, worker, TrialState.RUNNING.value))
             if cursor.rowcount != 1:
                 self.event(connection, "stale-result", worker=worker, trial=number,
                            message="result discarded: the trial was re-queued or finished elsewhere")
