@@ -1,0 +1,69 @@
+"""Scenarios shared by the module's Slicer self-test and the headless pytest suite.
+
+Each scenario builds its own study in a temporary folder, needs no network and no GPU, and
+asserts what the HPOTools panel shows: the trials table, the running best, the buttons offered.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+from .logic import available_actions, read_study, table_column, update_study_nodes
+from .study.control import launch_background
+from .study.runner import create_study, run_study
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def study_table_and_plot() -> None:
+    """A finished study fills one table row per trial and a loss + running-best chart."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = create_study(Path(tmp) / "branin", {"objective": "benchmark:branin", "method": "random",
+                                                    "budget": {"trials": 6}, "seed": 3})
+        run_study(folder)
+        status = update_study_nodes(folder)
+        table, chart = status["table_node"], status["chart_node"]
+        values = table_column(table, "value")
+        best = table_column(table, "best so far")
+        assert len(values) == 6 and status["trials"]["complete"] == 6, status["trials"]
+        assert all(best[i] == min(values[: i + 1]) for i in range(6)), (values, best)
+        assert math.isclose(best[-1], status["best"]["value"])
+        assert chart.GetNumberOfPlotSeriesNodes() == 2
+        actions = available_actions(status)
+        assert actions == {"cancel": False, "resume": False, "install": True}, actions
+
+
+def interrupted_study_offers_resume() -> None:
+    """A runner killed with SIGKILL shows as interrupted, offers resume, and resuming finishes it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = create_study(Path(tmp) / "killed", {"objective": "benchmark:branin", "method": "random",
+                                                    "budget": {"trials": 8}, "seed": 5, "trial_sleep": 0.3})
+        runner = launch_background(folder, [])
+        _wait_for(lambda: read_study(folder)[0]["trials"]["complete"] >= 2, 60, "two completed trials")
+        os.killpg(runner["pid"], signal.SIGKILL)
+        status = _wait_for(lambda: (s := read_study(folder)[0])["state"] == "interrupted" and s, 10,
+                           "the study to show as interrupted")
+        assert status["pid"] is None
+        assert available_actions(status)["resume"] and not available_actions(status)["cancel"]
+        launch_background(folder, [])
+        status = _wait_for(lambda: (s := read_study(folder)[0])["state"] == "finished" and s, 90,
+                           "the resumed study to finish")
+        assert status["trials"]["complete"] == 8, status["trials"]
+        numbers = [t.number for t in read_study(folder)[1] if t.state.value == "complete"]
+        assert len(numbers) == len(set(numbers)) == 8
+
+
+SCENARIOS = (study_table_and_plot, interrupted_study_offers_resume)
