@@ -1,0 +1,79 @@
+"""`python -m KidneyUSLib segment VOL --output SEG.seg.nrrd`: segment the kidney in a 3D ultrasound volume."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from SegTuneCore.errors import SegTuneError
+from SegTuneCore.process import add_progress_argument
+
+from .segmentation import MAX_SIDE, MAX_VOXELS, METHOD_ARCHITECTURES
+
+
+def configure(parser) -> None:
+    parser.add_argument("volume", help="3D ultrasound volume (.nrrd, .nii.gz, .mha, ...)")
+    parser.add_argument("--output", required=True, help="segmentation file to write (.seg.nrrd), on the input's grid")
+    parser.add_argument("--method", choices=tuple(METHOD_ARCHITECTURES), default=None,
+                        help="network kind: plain 3D U-Net or U-Net with transfer layers (default: whatever the model is)")
+    parser.add_argument("--model", default=None,
+                        help="model version, bundled model name or model folder (default: the active model, else the bundled one)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
+    parser.add_argument("--all-components", action="store_true", help="keep every connected component (default: the largest)")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    add_progress_argument(parser)
+    parser.epilog = f"Inputs are limited to {MAX_VOXELS} voxels and {MAX_SIDE} voxels along an axis."
+
+
+def run(args) -> int:
+    from SegTuneCore.device import describe
+    from SegTuneCore.geometry import read_volume, write_segmentation
+    from SegTuneCore.process import ProgressReporter
+
+    from .segmentation import KIDNEY, load_segmenter, resolve_model, segment_volume
+
+    output = Path(args.output)
+    if not output.name.endswith(".seg.nrrd"):
+        raise SegTuneError(f"{output}: the output must be a .seg.nrrd file")
+    if output.is_dir():
+        raise SegTuneError(f"{output}: is a directory")
+    if not 0.0 < args.threshold < 1.0:
+        raise SegTuneError("--threshold must be between 0 and 1")
+    reporter = ProgressReporter(args.progress)
+    started = time.perf_counter()
+    try:
+        entry = resolve_model(args.model, args.method)
+        reporter.progress(0.0, "reading")
+        start = time.perf_counter()
+        volume = read_volume(args.volume)
+        read_s = time.perf_counter() - start
+        start = time.perf_counter()
+        segmenter = load_segmenter(entry, args.device)
+        load_s = time.perf_counter() - start
+        result = segment_volume(volume, segmenter, args.threshold, not args.all_components,
+                                progress=reporter.progress)
+        reporter.progress(0.95, "writing")
+        start = time.perf_counter()
+        write_segmentation(volume.with_array(result.labels), [KIDNEY], output)
+        write_s = time.perf_counter() - start
+    except SegTuneError as exc:
+        reporter.error(str(exc))
+        raise
+    reporter.progress(1.0, "done")
+    summary = {
+        "output": str(output), "volume_ml": round(result.volume_ml, 3),
+        "model": {"task": entry.task, "version": entry.version, "path": str(entry.path), "bundled": entry.bundled,
+                  "architecture": entry.meta["architecture"]["name"]},
+        "device": describe(segmenter.device), "precision": getattr(segmenter, "precision", None),
+        "timings_s": {"read": round(read_s, 4), "load_model": round(load_s, 4), **result.timings_s,
+                      "write": round(write_s, 4), "total": round(time.perf_counter() - started, 4)},
+    }
+    if args.progress == "json":
+        reporter.result(summary)
+    elif args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"wrote {output}: kidney {summary['volume_ml']:.1f} mL in {summary['timings_s']['total']:.1f} s")
+    return 0

@@ -1,0 +1,102 @@
+"""Kidney segmentation of a 3D ultrasound volume: validate -> preprocess -> network -> postprocess.
+
+Files and arrays in and out, no Slicer. The result always lies on the input's exact grid. torch is
+imported only when a network is loaded (`load_network`), so validation and the file checks run
+anywhere.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from SegTuneCore.errors import SegTuneError
+from SegTuneCore.geometry import Segment, Volume
+
+from .preprocessing import postprocess, preprocess
+
+TASK = "KidneyUS.segmentation"
+KIDNEY = Segment("Kidney", 1, (0.86, 0.55, 0.42))
+# the architecture name in model.json for each --method
+METHOD_ARCHITECTURES = {"unet": "unet3d", "transfer": "unet3d-transfer"}
+# Largest input: 2^28 voxels (e.g. 645^3; 1 GiB as float32) and 2048 voxels along an axis. The
+# pipeline holds a few float32 copies of the input, so this bounds memory to a few GiB.
+MAX_VOXELS = 2**28
+MAX_SIDE = 2048
+
+
+def validate_volume(volume: Volume, name: str = "input") -> None:
+    """Raise a one-line SegTuneError unless the volume is a finite, non-constant 3D scalar volume."""
+    array = np.asarray(volume.array)
+    if array.ndim != 3:
+        raise SegTuneError(f"{name}: expected a 3D scalar volume, got an array of shape {array.shape}")
+    if min(array.shape) < 2:
+        raise SegTuneError(f"{name}: is a {'x'.join(map(str, array.shape[::-1]))} image (a 2D slice), expected a 3D volume")
+    if array.size > MAX_VOXELS or max(array.shape) > MAX_SIDE:
+        raise SegTuneError(f"{name}: {'x'.join(map(str, array.shape[::-1]))} voxels is beyond the limit "
+                           f"({MAX_VOXELS} voxels, {MAX_SIDE} along an axis); crop or resample it first")
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise SegTuneError(f"{name}: voxel type {array.dtype} is not a real scalar")
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        raise SegTuneError(f"{name}: contains NaN or infinite voxels")
+    if array.min() == array.max():
+        raise SegTuneError(f"{name}: is empty (every voxel is {array.flat[0]})")
+    matrix = np.asarray(volume.ijk_to_ras, dtype=np.float64)
+    if not np.isfinite(matrix).all() or abs(np.linalg.det(matrix[:3, :3])) < 1e-12:
+        raise SegTuneError(f"{name}: its voxel-to-RAS matrix is not invertible")
+
+
+def resolve_model(name: str | None = None, method: str | None = None, store=None):
+    """The model store entry to use; refuses models of another task or another method."""
+    from SegTuneCore.models import ModelStore
+
+    if method is not None and method not in METHOD_ARCHITECTURES:
+        raise SegTuneError(f"unknown method {method!r} (use {' or '.join(METHOD_ARCHITECTURES)})")
+    entry = (store or ModelStore()).resolve(TASK, name)
+    if entry.meta.get("task") != TASK:
+        raise SegTuneError(f"{entry.path}: a model for task {entry.meta.get('task')!r}, expected {TASK!r}")
+    architecture = entry.meta["architecture"]["name"]
+    if method is not None and architecture != METHOD_ARCHITECTURES[method]:
+        raise SegTuneError(f"model {entry.version!r} is a {architecture!r} network, not a {method!r} one; "
+                           f"choose a {method} model with --model")
+    return entry
+
+
+@dataclass
+class SegmentationResult:
+    labels: np.ndarray  # uint8 0/1 on the input grid
+    volume_ml: float
+    timings_s: dict = field(default_factory=dict)
+
+
+def segment_volume(volume: Volume, segmenter, threshold: float = 0.5, largest_component: bool = True,
+                   progress=None) -> SegmentationResult:
+    """Run a `segmenter` (cube -> probability cube) on a validated volume."""
+    report = progress or (lambda fraction, message: None)
+    timings = {}
+    start = time.perf_counter()
+    validate_volume(volume)
+    report(0.05, "pre-processing")
+    cube, info = preprocess(volume)
+    timings["preprocess"] = time.perf_counter() - start
+
+    report(0.3, "network")
+    start = time.perf_counter()
+    probability = np.asarray(segmenter(cube), dtype=np.float32)
+    timings["network"] = time.perf_counter() - start
+
+    report(0.7, "back to the input grid")
+    start = time.perf_counter()
+    labels = postprocess(probability, info, threshold=threshold, largest_component=largest_component)
+    timings["postprocess"] = time.perf_counter() - start
+    volume_ml = float(labels.sum() * np.prod(volume.spacing) / 1000.0)
+    return SegmentationResult(labels, volume_ml, {k: round(v, 4) for k, v in timings.items()})
+
+
+def load_segmenter(entry, device: str = "auto"):
+    """The networks engineer's loader (imports torch)."""
+    from .inference import load_segmenter as load
+
+    return load(entry, device)
