@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from SegTuneCore.models import ModelStore, verify_model
+from SegTuneCore.process import PythonModuleProcess
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -88,10 +89,11 @@ def test_background_study_survives_sigkill_and_resumes(tmp_path):
     assert killed["state"] == "interrupted" and killed["pid"] is None
     assert len(before) >= 3
 
-    resumed = hpo("resume", study, "--progress", "json")
-    events = [json.loads(line) for line in resumed.stdout.splitlines()]
-    assert {e["event"] for e in events} >= {"progress", "log", "result"}
-    assert events[-1]["event"] == "result" and events[-1]["state"] == "finished"
+    # resumed in the foreground as the Slicer panel would: SegTune's JSON-lines process protocol
+    resumed = PythonModuleProcess("HPOToolsLib", ["resume", study, "--progress", "json"]).start()
+    result = resumed.wait(timeout=90)
+    assert {e["event"] for e in resumed.events} >= {"progress", "log", "result"}
+    assert result["state"] == "finished" and result["stopped"] is None
 
     final = status(study)
     trials = trials_of(study)

@@ -33,7 +33,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from SegTuneCore.errors import SegTuneError
 
@@ -71,6 +71,7 @@ class StudySpec:
     stale_after: float
     trial_sleep: float
     task: str | None
+    fits: Callable[[dict], bool] | None = None    # the objective's static memory estimate, if any
 
     @property
     def multi_fidelity(self) -> bool:
@@ -84,7 +85,10 @@ class StudySpec:
             return make_scheduler(self.method, self.space, self.seed, **self.method_options)
         from ..samplers import make_sampler
 
-        return make_sampler(self.method, self.space, self.seed, **self.method_options)
+        options = dict(self.method_options)
+        if self.method == "bo" and self.fits is not None:
+            options.setdefault("fits", self.fits)     # BO never proposes what cannot fit in memory
+        return make_sampler(self.method, self.space, self.seed, **options)
 
 
 def load_spec_file(path: str | Path) -> dict:
@@ -204,7 +208,7 @@ def parse_spec(spec: Any) -> StudySpec:
     }
     parsed = StudySpec(raw, objective_name, objective_options, space, method, method_options, trials, wall_time,
                        epochs, seed, on_stale, max_attempts, trial_timeout, cpus, gpus, interval, stale_after,
-                       trial_sleep, task)
+                       trial_sleep, task, getattr(objective, "fits", None))
     try:
         parsed.make_proposer_engine()     # refuses unknown or invalid method options now, not mid-study
     except (ValueError, TypeError) as exc:
