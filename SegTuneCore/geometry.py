@@ -207,8 +207,17 @@ def write_volume(volume: Volume, path: str | os.PathLike, *, compress: bool = Tr
     if not str(path).lower().endswith(VOLUME_SUFFIXES):
         raise SegTuneError(f"{path}: unsupported file type (use one of {', '.join(VOLUME_SUFFIXES)})")
     with atomic_write(path) as tmp:
-        sitk.WriteImage(volume_to_sitk(volume), str(tmp), compress)
+        _write_image(volume_to_sitk(volume), tmp, path, compress)
     return path
+
+
+def _write_image(image, tmp: Path, path: Path, compress: bool) -> None:
+    import SimpleITK as sitk
+
+    try:
+        sitk.WriteImage(image, str(tmp), compress)
+    except RuntimeError as exc:  # ITK's multi-line message: keep its last, useful line
+        raise SegTuneError(f"{path}: could not be written ({_itk_reason(exc)})") from None
 
 
 # --- .seg.nrrd (Slicer's segmentation file) ---------------------------------------------------
@@ -254,7 +263,7 @@ def write_segmentation(labels: Volume, segments: Sequence[Segment], path: str | 
     image.SetMetaData("Segmentation_ReferenceImageExtentOffset", "0 0 0")
     with atomic_write(path) as tmp:
         # SimpleITK picks the writer from the suffix; the temporary name keeps ".nrrd".
-        sitk.WriteImage(image, str(tmp), True)
+        _write_image(image, tmp, path, True)
     return path
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -85,7 +86,10 @@ def _reemit(lines: list[str]) -> None:
 
 
 def _reason(lines: list[str]) -> str:
-    text = next((line.strip() for line in lines if "\x1b" not in line), "")
+    # The C++ readers print a source location, then the description; keep the most telling line.
+    plain = [line.strip() for line in lines if "\x1b" not in line and line.strip()]
+    telling = [line for line in plain if re.search(r"error|couldn't|cannot|not read", line, re.IGNORECASE)]
+    text = (telling or plain or [""])[-1][:200]
     return f" ({text})" if text else ""
 
 
@@ -166,10 +170,11 @@ def save_node(node, path: str | os.PathLike) -> Path:
     with atomic_write(path) as tmp:
         storage.SetFileName(str(tmp))
         storage.SetUseCompression(True)
-        with _vtk_errors_captured():
+        with _vtk_errors_captured(), _native_stderr_captured() as messages:
             ok = storage.WriteData(node)
         if not ok:
-            raise SegTuneError(f"{path}: could not be written")
+            raise SegTuneError(f"{path}: could not be written{_reason(messages)}")
+        _reemit(messages)
     return path
 
 
