@@ -109,6 +109,9 @@ def cli_runs(tmp_path_factory):
     for case in ("missing", "truncated_raw", "image_2d"):
         commands[f"info-json-{case}"] = ["info", str(volumes[case]), "--json"]
     commands["convert-volume-to-seg"] = ["convert", str(root / "volumes" / "valid.nrrd"), "{out}/x.seg.nrrd"]
+    # /proc and /sys refuse new files even for root: the writers' failures.
+    commands["convert-unwritable-nrrd"] = ["convert", str(root / "volumes" / "valid.nrrd"), "/proc/segtune.nrrd"]
+    commands["convert-unwritable-nifti"] = ["convert", str(root / "volumes" / "valid.nrrd"), "/sys/segtune.nii.gz"]
     commands["convert-unknown-suffix"] = ["convert", str(root / "volumes" / "valid.nrrd"), "{out}/x.png"]
     for case, path in models.items():
         commands[f"models-verify-{case}"] = ["models", "--store", "{out}/store", "verify", str(path)]
@@ -137,7 +140,7 @@ CASES = ([f"info-{c}" for c in ("missing", "directory", "truncated_raw", "trunca
                                      "truncated_nifti", "truncated_nifti_gz", "truncated_mha", "text", "empty",
                                      "image_2d", "slab_1_slice", "vector")]
          + [f"convert-seg-{c}" for c in ("missing", "directory", "text", "truncated")]
-         + ["convert-volume-to-seg", "convert-unknown-suffix"]
+         + ["convert-volume-to-seg", "convert-unknown-suffix", "convert-unwritable-nrrd", "convert-unwritable-nifti"]
          + [f"models-{action}-{c}" for action in ("verify", "install")
             for c in ("missing", "empty_directory", "image_file", "truncated_weights", "text_weights", "broken_json")])
 

@@ -62,6 +62,12 @@ def test_read_volume_refuses_bad_files(tmp_path):
     with pytest.raises(SegTuneError, match="unsupported file type"):
         geometry.write_volume(generated_volume("RAS"), tmp_path / "volume.png")
     assert not (tmp_path / "volume.png").exists()
+    for unwritable in ("/proc/segtune_test.nrrd", "/sys/segtune_test.nii.gz"):
+        with pytest.raises(SegTuneError, match="could not be written") as caught:
+            geometry.write_volume(generated_volume("RAS"), unwritable)
+        assert "\n" not in str(caught.value)
+    with pytest.raises(SegTuneError, match="could not be written"):
+        geometry.write_segmentation(generated_labels("RAS"), [Segment("a", 1, (1, 0, 0))], "/proc/segtune.seg.nrrd")
 
 
 def test_write_segmentation_checks_its_segments(tmp_path):
