@@ -91,6 +91,8 @@ def _read_meta(folder: Path) -> dict:
         raise SegTuneError(f"{meta_path}: invalid task name {meta['task']!r}")
     if not isinstance(meta["architecture"], dict) or "name" not in meta["architecture"]:
         raise SegTuneError(f"{meta_path}: 'architecture' must be an object with a 'name'")
+    if not isinstance(meta.get("format", FORMAT_VERSION), int) or isinstance(meta.get("format"), bool):
+        raise SegTuneError(f"{meta_path}: 'format' must be an integer")
     if meta.get("format", FORMAT_VERSION) > FORMAT_VERSION:
         raise SegTuneError(f"{meta_path}: model format {meta['format']} is newer than this SegTune supports ({FORMAT_VERSION})")
     return meta
@@ -223,7 +225,9 @@ class ModelStore:
 
     def list(self, task: str | None = None) -> list[ModelEntry]:
         entries = []
-        tasks = [task] if task else sorted(p.name for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
+        # A stray folder in the store (not a task name) must not hide every model.
+        tasks = [task] if task else sorted(p.name for p in self.root.iterdir() if p.is_dir() and _TASK_PATTERN.match(p.name)
+                                           ) if self.root.is_dir() else []
         for name in tasks:
             active = self.active_version(name)
             for folder in sorted(self._task_dir(name).glob("v*"), key=_version_key):
