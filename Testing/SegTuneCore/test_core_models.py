@@ -257,3 +257,21 @@ def test_models_cli_end_to_end(tmp_path):
     assert_one_line_error(run_cli("show", "No.such-task", store=store))
     text = run_cli("list", store=store)
     assert text.returncode == 0 and "installed" not in text.stdout
+
+
+def test_damaged_metadata_and_stray_folders(tmp_path):
+    store = ModelStore(tmp_path / "store", bundled_dirs=[])
+    store.install(make_model(tmp_path / "good"))
+    (store.root / ".Trash-1000").mkdir()
+    (store.root / "not a task").mkdir()
+    assert [e.version for e in store.list()] == ["v1"]  # stray folders hide nothing
+    folder = make_model(tmp_path / "model")
+    meta = json.loads((folder / META).read_text())
+    for field, value, message in (("format", "1", "format"), ("format", None, "format"), ("format", 99, "newer"),
+                                  ("task", "../escape", "task"), ("architecture", "unet", "architecture")):
+        (folder / META).write_text(json.dumps(dict(meta, **{field: value})))
+        with pytest.raises(SegTuneError, match=message):
+            verify_model(folder)
+    (folder / META).write_text(json.dumps({k: v for k, v in meta.items() if k != "sha256"}))
+    with pytest.raises(SegTuneError, match="sha256"):
+        verify_model(folder)
