@@ -343,10 +343,6 @@ class StudyStore:
         connection.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                            (key, dumps(value)))
 
-    def set(self, key: str, value: Any) -> None:
-        with self.write() as connection:
-            self.put(connection, key, value)
-
     def spec(self) -> dict:
         return self.get("spec")
 
