@@ -59,3 +59,17 @@ def test_help_exits_zero():
     for args in (["--help"], ["info", "--help"], ["models", "--help"]):
         result = segtune(*args)
         assert result.returncode == 0 and "usage" in result.stdout
+
+
+def test_info_json_is_strict_json_for_nan_and_inf(tmp_path):
+    array = np.full((3, 4, 5), np.nan, np.float32)
+    array[0, 0, 0], array[1, 2, 3], array[2, 3, 4] = np.inf, -4.5, 7.25
+    path = geometry.write_volume(geometry.Volume(array, np.eye(4)), tmp_path / "nan.nrrd")
+    result = segtune("info", path, "--json")
+    assert result.returncode == 0, result.stderr
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    info = json.loads(result.stdout, parse_constant=refuse)
+    assert info["range"] == [-4.5, 7.25] and info["non_finite_voxels"] == 58
