@@ -1,0 +1,132 @@
+"""Training (thesis §3.3.2–§3.3.3): oversampling, partial fine-tuning, the loop, the train CLI."""
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from SegTuneCore.errors import SegTuneError
+
+from KidneyUSLib import training, unet
+
+torch.set_num_threads(1)  # 2 shared cores: extra threads only wait on each other
+
+
+def _spheres(population, count, seed, side=32):
+    rng = np.random.default_rng(seed)
+    z, y, x = np.mgrid[:side, :side, :side]
+    images, labels = [], []
+    for _ in range(count):
+        c = side / 2 + rng.uniform(-4, 4, 3)
+        r = rng.uniform(5, 8)
+        label = ((z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2 <= r * r).astype(np.uint8)
+        images.append((0.7 * label + rng.normal(0, 0.25, label.shape)).astype(np.float32))
+        labels.append(label)
+    return training.CubeSet(population, np.stack(images), np.stack(labels), "spheres")
+
+
+def test_oversampling_balances_each_epoch_and_repeats_every_child():
+    order = training.epoch_order([10, 3], True, np.random.default_rng(0))
+    per_set = Counter(s for s, _ in order)
+    assert per_set == {0: 10, 1: 10}
+    children = Counter(i for s, i in order if s == 1)
+    assert sorted(children) == [0, 1, 2] and max(children.values()) - min(children.values()) <= 1
+    assert sorted(i for s, i in order if s == 0) == list(range(10))
+    plain = training.epoch_order([10, 3], False, np.random.default_rng(0))
+    assert Counter(s for s, _ in plain) == {0: 10, 1: 3}
+
+
+@pytest.mark.parametrize("spec,trainable", [("all", 15), ("first:8", 8), ("last:7", 7)])
+def test_partial_fine_tuning_unfreezes_the_chosen_layers(spec, trainable):
+    network = unet.UNet3D(unet.UNetConfig(width=2))
+    assert training.set_trainable(network, spec) == trainable
+    layers = network.conv_layers()
+    chosen = layers[:trainable] if spec.startswith("first") else layers[-trainable:]
+    for layer in layers:
+        assert all(p.requires_grad == (layer in chosen) for p in layer.parameters())
+
+
+@pytest.mark.parametrize("spec", ["first:0", "last:16", "middle:3", "first:x"])
+def test_invalid_layer_specs_are_refused(spec):
+    with pytest.raises(SegTuneError):
+        training.set_trainable(unet.UNet3D(unet.UNetConfig(width=2)), spec)
+
+
+def test_a_tiny_training_run_reduces_the_loss_and_keeps_frozen_statistics():
+    torch.manual_seed(0)
+    network = unet.UNet3D(unet.UNetConfig(width=4, dropout=0.0))
+    training.set_trainable(network, "last:7")
+    frozen_bn = network.encoders[0][0][1]
+    before = frozen_bn.running_mean.clone()
+    settings = training.TrainSettings(epochs=6, batch_size=2, lr=1e-2, augment=0.5, crop=24, bf16=False,
+                                      channels_last=False, seed=1)
+    history = training.train_network(network, [_spheres("adult", 6, 0), _spheres("child", 2, 1)], settings,
+                                     torch.device("cpu"), validation=[_spheres("child", 2, 2)])
+    assert len(history.train_loss) == len(history.validation_loss) == 6
+    assert history.train_loss[-1] < history.train_loss[0] - 0.05
+    assert torch.equal(frozen_bn.running_mean, before)
+
+
+def test_time_budget_stops_training_early():
+    network = unet.UNet3D(unet.UNetConfig(width=2, levels=2))
+    settings = training.TrainSettings(epochs=50, batch_size=2, time_budget_s=0.0, bf16=False, channels_last=False)
+    history = training.train_network(network, [_spheres("adult", 2, 0, side=16)], settings, torch.device("cpu"))
+    assert len(history.train_loss) == 1
+
+
+def test_folder_pairs_are_found_and_preprocessed(tmp_path):
+    from SegTuneCore.geometry import Volume, write_volume
+
+    rng = np.random.default_rng(0)
+    for case in ("a", "b"):
+        z, y, x = np.mgrid[:40, :44, :48]
+        label = (((z - 20) / 8) ** 2 + ((y - 22) / 10) ** 2 + ((x - 24) / 14) ** 2 <= 1).astype(np.uint8)
+        image = (100 + 80 * label + rng.normal(0, 10, label.shape)).astype(np.float32)
+        ijk_to_ras = np.diag([1.5, 1.2, 2.0, 1.0])
+        write_volume(Volume(image, ijk_to_ras), tmp_path / f"{case}.nrrd")
+        write_volume(Volume(label, ijk_to_ras), tmp_path / f"{case}_label.nrrd")
+    (tmp_path / "notes.txt").write_text("ignored")
+    assert [p.name for p, _ in training.find_pairs(tmp_path)] == ["a.nrrd", "b.nrrd"]
+    cubes = training.folder_set(tmp_path, "adult")
+    assert cubes.images.shape == (2, 80, 80, 80) and cubes.labels.dtype == np.uint8
+    # ellipsoid volume 4/3·π·(8·2.0)(10·1.2)(14·1.5) mm³ in 64 mm³ voxels
+    expected = 4 / 3 * np.pi * 16 * 12 * 21 / 64
+    assert cubes.labels[0].sum() == pytest.approx(expected, rel=0.1)
+    train, test = training.split_set(cubes, 0.2, seed=0)
+    assert len(train) == 1 and len(test) == 1
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "KidneyUSLib", "train", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_train_cli_trains_and_saves_a_model_on_phantoms(tmp_path):
+    out = tmp_path / "model"
+    proc = _cli("--adults", "2", "--children", "2", "--test-adults", "1", "--test-children", "1", "--width", "2",
+                "--levels", "3", "--epochs", "1", "--crop", "32", "--device", "cpu", "--output", str(out),
+                "--progress", "quiet", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert set(result["metrics"]) >= {"dice_adults", "dice_children", "seconds_per_epoch"}
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["task"] == "KidneyUS.segmentation" and meta["seed"] == 0
+    assert meta["training_data"][0]["count"] == 2 and "device" in meta["run"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--adults", "2"], "the following arguments are required: --output"),
+    (["--method", "finetune", "--children", "2", "--output", "X"], "needs --base"),
+    (["--method", "transfer", "--base", "/nonexistent/model", "--children", "2", "--output", "X"], "not a model folder"),
+    (["--adults", "/nonexistent/folder", "--output", "X"], "not a folder"),
+])
+def test_train_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
+    proc = _cli(*args, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "X").exists()

@@ -1,0 +1,85 @@
+"""Transfer layers (thesis §3.4): identity at initialisation, frozen base, small size."""
+
+import pytest
+import torch
+
+from KidneyUSLib import transfer, unet
+from KidneyUSLib.training import TrainSettings, train_network, CubeSet
+
+torch.set_num_threads(1)  # 2 shared cores: extra threads only wait on each other
+
+CONFIGS = {
+    "geometric": transfer.TransferConfig(geometric=True, intensity=False),
+    "intensity": transfer.TransferConfig(geometric=False, intensity=True),
+    "geometric+intensity": transfer.TransferConfig(geometric=True, intensity=True),
+    "fixed convolutions": transfer.TransferConfig(geometric=False, intensity=False, fixed_convolutions=True),
+}
+
+
+def _base(width=4, seed=0):
+    torch.manual_seed(seed)
+    base = unet.UNet3D(unet.UNetConfig(width=width))
+    # non-trivial batch-norm statistics, as a trained network has
+    for module in base.modules():
+        if isinstance(module, torch.nn.BatchNorm3d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 1.5)
+    return base.eval()
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_fresh_transfer_layers_reproduce_the_base_network(name):
+    base = _base()
+    x = torch.randn(2, 1, 24, 24, 32)
+    with torch.no_grad():
+        expected = base(x)
+        model = transfer.TransferUNet(base, CONFIGS[name]).eval()
+        got = model(x)
+    assert (got - expected).abs().max().item() < 1e-5
+
+
+def test_added_parameters_for_a_width_32_network_stay_below_300k():
+    base = unet.UNet3D(unet.UNetConfig(width=32))
+    model = transfer.TransferUNet(base, CONFIGS["geometric+intensity"])
+    added = model.added_parameter_count()
+    assert added == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert 100_000 < added <= 300_000
+    geometric = transfer.TransferUNet(base, CONFIGS["geometric"]).added_parameter_count()
+    intensity = transfer.TransferUNet(base, CONFIGS["intensity"]).added_parameter_count()
+    assert geometric + intensity == added
+
+
+def test_fixed_convolutions_add_a_conv_after_every_sampling():
+    base = unet.UNet3D(unet.UNetConfig(width=4))
+    model = transfer.TransferUNet(base, CONFIGS["fixed convolutions"])
+    channels = [8, 16, 32, 64, 32, 16]  # after the 3 poolings, then the 3 upsamplings
+    assert model.added_parameter_count() == sum(27 * c * c + c for c in channels)
+
+
+def test_training_changes_only_the_transfer_layers_and_moves_the_transform():
+    base = _base()
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    model = transfer.TransferUNet(base, CONFIGS["geometric+intensity"])
+    z = torch.arange(32.0)[:, None, None]
+    label = ((z - 18) ** 2 + (torch.arange(32.0)[None, :, None] - 16) ** 2
+             + (torch.arange(32.0)[None, None, :] - 16) ** 2 <= 64).to(torch.uint8)
+    image = label.float() * 0.8 + 0.1
+    cubes = CubeSet("child", image[None].numpy(), label[None].numpy(), "sphere")
+    train_network(model, [cubes], TrainSettings(epochs=3, batch_size=1, lr=1e-2, augment=0, bf16=False,
+                                                channels_last=False), torch.device("cpu"))
+    for key, value in base.state_dict().items():
+        assert torch.equal(value, before[key]), key  # weights and batch-norm statistics
+    assert model.geometric.parameters_head.weight.abs().sum() > 0
+    assert model.intensity.film_head.weight.abs().sum() > 0
+
+
+def test_architecture_round_trips():
+    model = transfer.TransferUNet(unet.UNet3D(unet.UNetConfig(width=3, levels=3)), CONFIGS["geometric"])
+    rebuilt = transfer.TransferUNet.from_architecture(model.architecture())
+    assert rebuilt.architecture() == model.architecture()
+    assert rebuilt.state_dict().keys() == model.state_dict().keys()
+
+
+def test_a_transfer_model_needs_a_layer():
+    with pytest.raises(ValueError):
+        transfer.TransferConfig(geometric=False, intensity=False)
