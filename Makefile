@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	@# The local CPU build of torch, only when none is present (never a CUDA build from PyPI).
 	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[slicer,test,bench]"
+	$(PIP) install -q -e ".[slicer,test,bench,cluster]"
 	@$(MAKE) -s system-deps
 	@touch $(STAMP)
 
