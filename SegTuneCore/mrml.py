@@ -42,17 +42,21 @@ def _numpy_to_matrix(array: np.ndarray):
 
 
 @contextlib.contextmanager
-def _vtk_errors_captured() -> Iterator[None]:
-    # MRML readers report failures through VTK's log as multi-line C++ messages; callers turn a
-    # failed read into one clear SegTuneError instead.
+def _vtk_log_limited(verbosity: str = "VERBOSITY_OFF") -> Iterator[None]:
     import vtk
 
     previous = vtk.vtkLogger.GetCurrentVerbosityCutoff()
-    vtk.vtkLogger.SetStderrVerbosity(vtk.vtkLogger.VERBOSITY_OFF)
+    vtk.vtkLogger.SetStderrVerbosity(getattr(vtk.vtkLogger, verbosity))
     try:
         yield
     finally:
         vtk.vtkLogger.SetStderrVerbosity(previous)
+
+
+def _vtk_errors_captured():
+    # MRML readers report failures through VTK's log as multi-line C++ messages; callers turn a
+    # failed read into one clear SegTuneError instead.
+    return _vtk_log_limited("VERBOSITY_OFF")
 
 
 @contextlib.contextmanager
@@ -198,7 +202,10 @@ def segmentation_node_from_labels(labels: np.ndarray, segments: Sequence[Segment
         segment_id = node.GetSegmentation().AddEmptySegment(segment.name, segment.name, list(segment.color))
         node.GetSegmentation().GetSegment(segment_id).SetLabelValue(int(segment.label_value))
         mask = (labels == segment.label_value).astype(np.uint8)
-        slicer.util.updateSegmentBinaryLabelmapFromArray(mask, node, segment_id, reference_volume_node)
+        # Headless, the temporary labelmap node of each update warns that the GenericColors table
+        # (a colour file slicer-core lacks) is missing: one useless line per segment. Errors stay.
+        with _vtk_log_limited("VERBOSITY_ERROR"):
+            slicer.util.updateSegmentBinaryLabelmapFromArray(mask, node, segment_id, reference_volume_node)
     return node
 
 
