@@ -84,16 +84,16 @@ def study_options(seed: int) -> dict:
 
 
 def phantom_volume_slices(seed: int, max_slices: int | None = None, max_matrix: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 images, labels) of the study phantom `seed`; at most max_slices (a seeded subset)."""
+    """(uint8 images, labels) of the study phantom `seed`; at most max_slices (a seeded subset,
+    the only slices rendered)."""
+    from SegTuneCore.geometry import Volume
+
     from .phantom import make_phantom
 
-    phantom = make_phantom(seed, max_matrix=max_matrix, **study_options(seed))
-    stack = axial_slices(phantom.volume())
+    phantom = make_phantom(seed, max_matrix=max_matrix, max_slices=max_slices, **study_options(seed))
+    stack = axial_slices(Volume(phantom.array, phantom.ijk_to_ras))
     labels = encode_labels(phantom.slice_labels)[stack.k_indices]
-    keep = np.arange(len(labels))
-    if max_slices is not None and len(keep) > max_slices:
-        keep = np.sort(np.random.default_rng([seed, 1]).choice(keep, max_slices, replace=False))
-    return quantise(stack.images[keep]), labels[keep]
+    return quantise(stack.images), labels
 
 
 def _volume_task(args):

@@ -430,8 +430,12 @@ def _tissue_table(protocol: str, rng: np.random.Generator) -> np.ndarray:
 PAINT_MATRIX = 160  # anatomy is painted at most this fine, then interpolated to the matrix
 
 
-def render(subject: Subject, acq: Acquisition, rng: np.random.Generator) -> tuple[np.ndarray, list[str | None]]:
-    """Image [slices, rows, columns] (float32) in canonical order: k up, rows posterior, columns left."""
+def render(subject: Subject, acq: Acquisition, rng: np.random.Generator,
+           slice_indices: np.ndarray | None = None) -> tuple[np.ndarray, list[str | None]]:
+    """Image [slices, rows, columns] (float32) in canonical order: k up, rows posterior, columns left.
+
+    slice_indices: render only these slices of the acquisition (in this order)."""
+    indices = np.arange(acq.slices) if slice_indices is None else np.asarray(slice_indices)
     rows, columns = acq.matrix
     factor = min(1.0, PAINT_MATRIX / max(rows, columns))
     paint_rows, paint_columns = max(8, int(round(rows * factor))), max(8, int(round(columns * factor)))
@@ -442,7 +446,7 @@ def render(subject: Subject, acq: Acquisition, rng: np.random.Generator) -> tupl
                        acq.centre[1] + (np.arange(rows) - (rows - 1) / 2) * acq.pixel)
     table = _tissue_table(acq.protocol, rng).astype(np.float32)
     offsets = [0.0] if acq.slice_thickness < 5 else [-0.25 * acq.slice_thickness, 0.25 * acq.slice_thickness]
-    image = np.zeros((acq.slices, rows, columns), dtype=np.float32)
+    image = np.zeros((len(indices), rows, columns), dtype=np.float32)
     labels: list[str | None] = []
     bias = rng.normal(0, 0.18, 6)
     texture_scale = rng.uniform(0.04, 0.1)
@@ -450,8 +454,8 @@ def render(subject: Subject, acq: Acquisition, rng: np.random.Generator) -> tupl
     strap_band = np.abs(y + np.sqrt(np.maximum(0, 1 - (x / 260) ** 2)) * 140) < 6
     in_plane_field = np.exp(bias[0] * x / 250 + bias[1] * y / 250 + bias[3] * (x / 250) ** 2
                             + bias[4] * (y / 250) ** 2 + bias[5] * x * y / 250 ** 2).astype(np.float32)
-    for n in range(acq.slices):
-        z = acq.z_start + (n + 0.5) * acq.slice_thickness
+    for n, index in enumerate(indices):
+        z = acq.z_start + (index + 0.5) * acq.slice_thickness
         plane = np.zeros((paint_rows, paint_columns), dtype=np.float32)
         for dz in offsets:
             tissue, label = paint_slice(subject, z + dz, xs, ys)
@@ -548,21 +552,33 @@ class Phantom:
     protocol: str
     subject: Subject
     acquisition: Acquisition
+    subset: bool = False          # only some slices were rendered (training sets): no true geometry
 
     def volume(self):
+        """The phantom as a SegTuneCore Volume (not for slice subsets: their k spacing is irregular)."""
         from SegTuneCore.geometry import Volume
+
+        if self.subset:
+            raise ValueError("a phantom rendered as a slice subset has no regular geometry")
         return Volume(self.array, self.ijk_to_ras)
 
 
 def make_phantom(seed: int, regions: list[str] | None = None, protocol: str | None = None,
-                 spine: bool = False, orientation: bool = True, max_matrix: int = 384) -> Phantom:
-    """A deterministic phantom for `seed` (same seed and options -> identical volume)."""
+                 spine: bool = False, orientation: bool = True, max_matrix: int = 384,
+                 max_slices: int | None = None) -> Phantom:
+    """A deterministic phantom for `seed` (same seed and options -> identical volume).
+
+    max_slices: render only a random subset of at most that many slices, in order (a cheap
+    source of training slices from thin-slice volumes; the matrix then keeps the acquisition's
+    slice spacing, so only the in-plane geometry and the slice order are meaningful)."""
     if protocol is not None and protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}")
     rng = np.random.default_rng(seed)
     subject = random_subject(rng)
     acq = random_acquisition(subject, rng, regions, protocol, spine, max_matrix)
-    image, labels = render(subject, acq, rng)
+    subset = max_slices is not None and acq.slices > max_slices
+    chosen = np.sort(rng.choice(acq.slices, max_slices, replace=False)) if subset else None
+    image, labels = render(subject, acq, rng, chosen)
     if spine:
         labels = [SPINE] * len(labels)
     scale = rng.uniform(300, 3000)
@@ -594,4 +610,4 @@ def make_phantom(seed: int, regions: list[str] | None = None, protocol: str | No
         centre = matrix[:3, :3] @ ((np.array(array.shape[::-1]) - 1) / 2) + matrix[:3, 3]
         matrix[:3, :3] = rotation @ matrix[:3, :3]
         matrix[:3, 3] = centre - matrix[:3, :3] @ ((np.array(array.shape[::-1]) - 1) / 2)
-    return Phantom(np.ascontiguousarray(array), matrix, list(labels), acq.protocol, subject, acq)
+    return Phantom(np.ascontiguousarray(array), matrix, list(labels), acq.protocol, subject, acq, subset)

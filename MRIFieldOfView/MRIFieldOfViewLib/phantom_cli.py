@@ -19,6 +19,7 @@ def configure(parser) -> None:
     parser.add_argument("--spine", action="store_true", help="a dedicated axial spine study instead (--regions ignored)")
     parser.add_argument("--canonical", action="store_true",
                         help="keep the LPS storage order (no random flips or obliquity)")
+    parser.add_argument("--max-matrix", type=int, default=384, help="largest in-plane matrix (default 384)")
     parser.add_argument("--output", required=True, help="volume file (.nrrd, .nii.gz, .mha)")
     parser.add_argument("--truth", required=True, help="JSON file with {\"slice_labels\": [...]} per k-slice")
     parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
@@ -44,8 +45,10 @@ def run(args) -> int:
 
     if args.seed < 0:
         raise SegTuneError("--seed must be >= 0")
+    if not 32 <= args.max_matrix <= 1024:
+        raise SegTuneError("--max-matrix must be in [32, 1024]")
     phantom = make_phantom(args.seed, regions=parse_regions(args.regions), protocol=args.protocol,
-                           spine=args.spine, orientation=not args.canonical)
+                           spine=args.spine, orientation=not args.canonical, max_matrix=args.max_matrix)
     truth = {"slice_labels": phantom.slice_labels, "seed": args.seed, "protocol": phantom.protocol,
              "spine": bool(args.spine), "slice_thickness_mm": phantom.acquisition.slice_thickness}
     with atomic_write(args.truth) as tmp_truth:

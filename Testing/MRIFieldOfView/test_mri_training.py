@@ -1,0 +1,121 @@
+"""Loss, a tiny training run, the train/evaluate CLIs and the HPO objective."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from MRIFieldOfViewLib.dataset import EMPTY, SliceSet
+from MRIFieldOfViewLib.training import confusion_table, evaluate, train, weighted_cross_entropy
+
+TINY = {"blocks": 4, "convs_per_block": 1, "filters_log2": 2, "filter_size": 3, "fc_units": [16],
+        "batch_norm": True, "learning_rate": 0.05, "batch_size": 16, "input_size": 128}
+
+
+def test_weighted_cross_entropy_matches_torch_and_treats_empty_slices_as_uniform():
+    torch.manual_seed(0)
+    logits = torch.randn(7, 6)
+    labels = torch.tensor([0, 1, 2, 3, 4, 5, 2])
+    weights = torch.rand(6) + 0.5
+    expected = torch.nn.functional.cross_entropy(logits, labels, weight=weights)
+    assert torch.allclose(weighted_cross_entropy(logits, labels, weights), expected, atol=1e-6)
+    empty = weighted_cross_entropy(logits[:1], torch.tensor([EMPTY]), weights)
+    log_p = torch.log_softmax(logits[0], 0)
+    assert torch.allclose(empty, -(weights * log_p).sum() / weights.sum(), atol=1e-6)
+
+
+def toy_set(count=96, seed=0):
+    """Six classes told apart by where a bright square is: learnable in a few hundred steps."""
+    rng = np.random.default_rng(seed)
+    images = np.zeros((count, 128, 128), np.uint8)
+    labels = rng.integers(0, 6, count)
+    for n, label in enumerate(labels):
+        row, column = divmod(int(label), 3)
+        images[n, 20 + 50 * row: 50 + 50 * row, 10 + 40 * column: 40 + 40 * column] = 220
+    return SliceSet(images, labels.astype(np.int64), np.arange(count))
+
+
+def test_a_tiny_training_run_decreases_the_loss():
+    torch.set_num_threads(1)
+    data = toy_set()
+    device = torch.device("cpu")
+    result = train(TINY, data, data, epochs=3, samples_per_epoch=160, seed=0, device=device)
+    losses = [entry["validation_loss"] for entry in result.history]
+    assert len(losses) == 3
+    assert losses[-1] < 0.7 * np.log(6)  # clearly below chance (log 6 = 1.79)
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    metrics = evaluate(result.model, data, device)
+    assert np.asarray(metrics["confusion"]).sum() == len(data)
+    assert metrics["accuracy"] == pytest.approx(np.trace(metrics["confusion"]) / len(data))
+
+
+def test_confusion_table_is_row_percent_in_thesis_order():
+    confusion = np.zeros((6, 6), int)
+    confusion[4, 4], confusion[4, 3] = 3, 1  # head (index 4): 75 % head, 25 % chest
+    table = confusion_table(confusion).splitlines()
+    assert table[0].split()[-6:] == ["head", "chest", "abdomen", "pelvis", "legs", "spine"]
+    assert table[1].split()[:3] == ["head", "75", "25"]
+
+
+def run_cli(*args, timeout=240):
+    return subprocess.run([sys.executable, "-m", "MRIFieldOfViewLib", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_train_and_evaluate_clis_end_to_end(tmp_path):
+    from MRIFieldOfViewLib.classifier import TASK, SliceClassifier
+    from SegTuneCore.models import load_model
+
+    model = tmp_path / "model"
+    result = run_cli("train", "--phantoms", "3", "--max-matrix", "64", "--max-slices-per-volume", "6",
+                     "--config", json.dumps({k: v for k, v in TINY.items() if k != "input_size"}),
+                     "--epochs", "2", "--samples-per-epoch", "32", "--device", "cpu", "--threads", "1",
+                     "--progress", "json", "--output", str(model))
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert events[-1]["event"] == "result" and events[-1]["epochs_run"] == 2
+    assert any(e["event"] == "progress" for e in events)
+    _, meta = load_model(model, task=TASK)
+    assert meta["architecture"]["config"]["filters_log2"] == 2
+    assert len(meta["history"]) == 2 and "validation_loss" in meta["history"][0]
+    assert {"seed", "device", "preprocessing", "metrics", "class_weights"} <= set(meta)
+    SliceClassifier.load(model)
+    evaluation = run_cli("evaluate", "--model", str(model), "--phantoms", "1", "--max-matrix", "64",
+                         "--device", "cpu", "--progress", "quiet", "--json")
+    assert evaluation.returncode == 0, evaluation.stderr
+    metrics = json.loads(evaluation.stdout)
+    assert metrics["slices"] == np.asarray(metrics["confusion"]).sum() > 0
+    assert 0.0 <= metrics["slice_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--phantoms", "2"], "--phantoms"),
+    (["--phantoms", "3", "--blocks", "1"], "too large"),
+    (["--phantoms", "3", "--config", "{\"colour\": 1}"], "unknown keys"),
+])
+def test_train_cli_refuses_bad_input_without_output(tmp_path, args, message):
+    result = run_cli("train", *args, "--output", str(tmp_path / "model"), timeout=60)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "model").exists()
+
+
+def test_hpo_objective_refuses_the_600m_weight_model_as_out_of_memory():
+    from HPOToolsLib.objectives import get_objective
+    from HPOToolsLib.optimize import evaluate as hpo_evaluate
+    from HPOToolsLib.trials import TrialState
+
+    objective = get_objective("MRIFieldOfView:classifier", phantoms=3)
+    huge = {"blocks": 1, "convs_per_block": 1, "filters_log2": 6, "filter_size": 3, "separable": False,
+            "learning_rate": 1e-3, "batch_size": 8}
+    assert objective.multi_fidelity and objective.max_budget == 27
+    assert not objective.fits(huge)
+    assert objective.fits(dict(huge, blocks=5))
+    objective.space.validate(huge)
+    _, state, error = hpo_evaluate(lambda: objective(huge, 1))
+    assert state == TrialState.OOM and "static estimate" in error
