@@ -270,6 +270,11 @@ def place_next_to(node, reference_node) -> None:
     if hierarchy is None:
         return
     reference_item = hierarchy.GetItemByDataNode(reference_node)
+    if not reference_item:
+        return
+    parent = hierarchy.GetItemParent(reference_item)
     item = hierarchy.GetItemByDataNode(node)
-    if reference_item and item:
-        hierarchy.SetItemParent(item, hierarchy.GetItemParent(reference_item))
+    if item:
+        hierarchy.SetItemParent(item, parent)
+    else:  # headless, no subject-hierarchy plugin creates items for new nodes
+        hierarchy.CreateItem(parent, node)
