@@ -1,0 +1,78 @@
+"""The headless Slicer runtime exposes the scene and module logics the way the desktop does."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from SegTuneCore import mrml
+from SegTuneCore.runtime import headless_slicer
+
+LOGICS = {"volumes": "vtkSlicerVolumesLogic", "segmentations": "vtkSlicerSegmentationsModuleLogic",
+          "markups": "vtkSlicerMarkupsLogic", "tables": "vtkSlicerTablesLogic",
+          "subjecthierarchy": "vtkSlicerSubjectHierarchyModuleLogic", "plots": "vtkSlicerPlotsLogic",
+          "transforms": "vtkSlicerTransformLogic", "sequences": "vtkSlicerSequencesLogic"}
+NODE_CLASSES = ("vtkMRMLScalarVolumeNode", "vtkMRMLLabelMapVolumeNode", "vtkMRMLSegmentationNode",
+                "vtkMRMLMarkupsFiducialNode", "vtkMRMLTableNode", "vtkMRMLLinearTransformNode",
+                "vtkMRMLSequenceNode", "vtkMRMLPlotChartNode", "vtkMRMLPlotSeriesNode")
+
+
+def test_modules_and_util_helpers(slicer_runtime):
+    slicer = slicer_runtime
+    for name, class_name in LOGICS.items():
+        logic = getattr(slicer.modules, name).logic()
+        assert logic.GetClassName() == class_name and logic.GetMRMLScene() is slicer.mrmlScene
+    array = np.arange(60, dtype=np.int16).reshape(3, 4, 5)
+    node = slicer.util.addVolumeFromArray(array, name="ramp")
+    assert slicer.util.getNode("ramp") is node
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), array)
+    assert mrml.volume_from_node(node).shape_ijk == (5, 4, 3)
+
+
+def test_scene_with_every_node_class_reimports_in_a_fresh_runtime():
+    with headless_slicer() as slicer:
+        for class_name in NODE_CLASSES:
+            slicer.mrmlScene.AddNewNodeByClass(class_name, f"my{class_name}")
+        volume = slicer.util.getNode(f"myvtkMRMLScalarVolumeNode")
+        transform = slicer.util.getNode("myvtkMRMLLinearTransformNode")
+        volume.SetAndObserveTransformNodeID(transform.GetID())
+        scene = slicer.mrmlScene
+        scene.SetSaveToXMLString(1)
+        scene.Commit()
+        xml = scene.GetSceneXMLString()
+    with headless_slicer() as slicer:
+        scene = slicer.mrmlScene
+        assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == 0  # a fresh scene
+        scene.SetLoadFromXMLString(1)
+        scene.SetSceneXMLString(xml)
+        assert scene.Import() == 1
+        for class_name in NODE_CLASSES:
+            assert slicer.util.getNode(f"my{class_name}").GetClassName() == class_name
+        volume = slicer.util.getNode("myvtkMRMLScalarVolumeNode")
+        assert volume.GetParentTransformNode().GetName() == "myvtkMRMLLinearTransformNode"
+
+
+def test_runtime_is_removed_after_use_and_nests():
+    import slicer
+
+    before = getattr(slicer, "mrmlScene", None)
+    with headless_slicer() as outer:
+        outer_scene = outer.mrmlScene
+        with headless_slicer() as inner:
+            assert inner.mrmlScene is not outer_scene
+        assert slicer.mrmlScene is outer_scene and slicer.modules.volumes.logic().GetMRMLScene() is outer_scene
+    assert getattr(slicer, "mrmlScene", None) is before
+
+
+def test_place_next_to_uses_the_reference_folder(slicer_runtime):
+    slicer = slicer_runtime
+    hierarchy = slicer.mrmlScene.GetSubjectHierarchyNode()
+    folder = hierarchy.CreateFolderItem(hierarchy.GetSceneItemID(), "Patient 1")
+    reference = slicer.util.addVolumeFromArray(np.zeros((2, 3, 4), np.int16), name="input")
+    # The desktop's subject-hierarchy plugins give every data node an item; headless nobody does.
+    hierarchy.CreateItem(folder, reference)
+    for name in ("new", "existing"):
+        result = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+        if name == "existing":
+            hierarchy.CreateItem(hierarchy.GetSceneItemID(), result)
+        mrml.place_next_to(result, reference)
+        assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(result)) == folder
