@@ -275,3 +275,16 @@ def test_damaged_metadata_and_stray_folders(tmp_path):
     (folder / META).write_text(json.dumps({k: v for k, v in meta.items() if k != "sha256"}))
     with pytest.raises(SegTuneError, match="sha256"):
         verify_model(folder)
+
+
+def test_concurrent_installs_get_distinct_complete_versions(tmp_path):
+    store = ModelStore(tmp_path / "store", bundled_dirs=[])
+    folders = [make_model(tmp_path / f"m{seed}", seed=seed, size=8_000) for seed in range(3)]
+    processes = [install_child(store.root, folder) for folder in folders]
+    versions = sorted(process.wait(timeout=120)["version"] for process in processes)
+    assert versions == ["v1", "v2", "v3"]
+    entries = store.list(TASK)
+    assert [e.version for e in entries] == versions
+    assert {e.meta["sha256"] for e in entries} == {json.loads((f / META).read_text())["sha256"] for f in folders}
+    for entry in entries:
+        verify_model(entry.path, task=TASK)

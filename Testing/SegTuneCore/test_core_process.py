@@ -99,3 +99,14 @@ def test_atomic_write_leaves_nothing_on_error(tmp_path):
         (tmp / "b").write_text("2")
     assert sorted(p.name for p in folder.iterdir()) == ["b"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "out.txt"]
+
+
+def test_wait_timeout_stops_the_child_and_leaves_no_output(tmp_path):
+    output = tmp_path / "result.nrrd"
+    process = child("write_then_hang", output).start()
+    wait_for_event(process, lambda e: e["event"] == "log")
+    started = time.monotonic()
+    with pytest.raises(ProcessError, match="timed out"):
+        process.wait(timeout=0.5)
+    assert time.monotonic() - started < 6.0
+    assert not process.running() and not output.exists()
