@@ -58,7 +58,7 @@ class Volume:
 
     @property
     def shape_ijk(self) -> tuple[int, int, int]:
-        return tuple(int(n) for n in self.array.shape[::-1][:3])
+        return tuple(int(n) for n in self.array.shape[:3][::-1])
 
     @property
     def ras_to_ijk(self) -> np.ndarray:
