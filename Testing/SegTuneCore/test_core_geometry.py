@@ -102,3 +102,8 @@ def test_volume_from_geometry_properties():
     np.testing.assert_allclose(volume.ijk_to_ras_points([1, 0, 0])[0], [1, 2, 3] + 0.5 * directions[:, 0])
     with pytest.raises(ValueError):
         volume.with_array(np.zeros((3, 3, 4)))
+    # A vector volume ([k, j, i, channel], as SimpleITK gives it) has the same grid.
+    vector = volume.with_array(np.zeros((2, 3, 4, 3), np.float32))
+    assert vector.shape_ijk == (4, 3, 2)
+    image = geometry.volume_to_sitk(vector)
+    assert image.GetSize() == (4, 3, 2) and image.GetNumberOfComponentsPerPixel() == 3
