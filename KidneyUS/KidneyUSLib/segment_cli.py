@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def run(args) -> int:
     from SegTuneCore.geometry import read_volume, write_segmentation
     from SegTuneCore.process import ProgressReporter
 
-    from .segmentation import KIDNEY, load_segmenter, resolve_model, segment_volume
+    from .segmentation import KIDNEY, load_segmenter, resolve_model, segment_volume, validate_volume
 
     output = Path(args.output)
     if not output.name.endswith(".seg.nrrd"):
@@ -43,15 +44,18 @@ def run(args) -> int:
         raise SegTuneError("--threshold must be between 0 and 1")
     reporter = ProgressReporter(args.progress)
     started = time.perf_counter()
+    shown = []  # whether progress has been drawn
     try:
+        # every check before the first progress event: a refused input prints one line only
         entry = resolve_model(args.model, args.method)
-        reporter.progress(0.0, "reading")
         start = time.perf_counter()
         volume = read_volume(args.volume)
+        validate_volume(volume, args.volume)
         read_s = time.perf_counter() - start
         start = time.perf_counter()
         segmenter = load_segmenter(entry, args.device)
         load_s = time.perf_counter() - start
+        shown.append(True)
         result = segment_volume(volume, segmenter, args.threshold, not args.all_components,
                                 progress=reporter.progress)
         reporter.progress(0.95, "writing")
@@ -60,6 +64,8 @@ def run(args) -> int:
         write_s = time.perf_counter() - start
     except SegTuneError as exc:
         reporter.error(str(exc))
+        if shown and args.progress == "bar":
+            print(file=sys.stderr)  # end the progress bar's line before the error message
         raise
     reporter.progress(1.0, "done")
     summary = {
