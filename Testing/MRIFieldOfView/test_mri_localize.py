@@ -144,3 +144,20 @@ def test_segmentation_name_is_checked_before_any_work(tmp_path, phantom_file, st
                      "--model", standin_model])
     assert code == 2 and ".seg.nrrd" in capsys.readouterr().err
     assert not (tmp_path / "o.json").exists()
+
+
+def test_volume_stored_with_the_patient_axis_along_i(tmp_path, phantom_file, standin_model):
+    """Same voxels in space with the i and k axes swapped: same regions, slabs along i."""
+    path, volume, _ = phantom_file
+    swap = np.eye(4)[[2, 1, 0, 3]].T  # ijk' -> ijk: i' = k, k' = i
+    swapped = Volume(np.ascontiguousarray(np.transpose(volume.array, (2, 1, 0))), volume.ijk_to_ras @ swap)
+    assert np.allclose(swapped.ijk_to_ras_points([[5, 3, 7]]), volume.ijk_to_ras_points([[7, 3, 5]]))
+    documents = []
+    for source, name in ((path, "k"), (write_volume(swapped, tmp_path / "swapped.nrrd"), "i")):
+        out, seg = tmp_path / f"{name}.json", tmp_path / f"{name}.seg.nrrd"
+        assert localize([source, "--output", out, "--segmentation", seg, "--model", standin_model, "--progress", "quiet"]) == 0
+        documents.append((json.loads(out.read_text()), read_segmentation(seg)[0].array))
+    (forward, forward_labels), (swapped_doc, swapped_labels) = documents
+    assert swapped_doc["slice_axis"] == "i"
+    assert swapped_doc["regions"] == forward["regions"]
+    assert np.array_equal(np.transpose(swapped_labels, (2, 1, 0)), forward_labels)
