@@ -119,7 +119,8 @@ def run(args) -> int:
             if unknown or not chosen:
                 raise SegTuneError(f"--transfer-layers: unknown {unknown or chosen} (choose from {', '.join(TRANSFER_LAYERS)})")
             network = transfer.TransferUNet(network, transfer.TransferConfig(
-                geometric="geometric" in chosen, intensity="intensity" in chosen, fixed_convolutions="fixed" in chosen))
+                geometric="geometric" in chosen, intensity="intensity" in chosen, fixed_convolutions="fixed" in chosen,
+                predictor_width=transfer.default_predictor_width(network.config.width)))
             extra["added_parameters"] = network.added_parameter_count()
         train_sets = [children]
 

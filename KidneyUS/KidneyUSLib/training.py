@@ -18,6 +18,7 @@ Batch-normalisation layers whose weights are frozen stay in inference mode while
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,20 +56,48 @@ class CubeSet:
         return CubeSet(self.population, self.images[idx], self.labels[idx], f"{self.source}[{len(idx)}]")
 
 
-def _generate_one(task: tuple[str, int]) -> tuple[np.ndarray, np.ndarray]:
+def _generator_version() -> str:
+    """Hash of the generator's code: cached phantoms from another version are never reused."""
+    import hashlib
+
+    from . import phantom, preprocessing
+
+    digest = hashlib.sha256()
+    for module in (phantom, preprocessing):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _generate_one(task: tuple[str, int, str | None]) -> tuple[np.ndarray, np.ndarray]:
     from .phantom import generate_training_pair
 
-    population, seed = task
-    return generate_training_pair(population, seed)
+    population, seed, cache = task
+    path = Path(cache) / f"{population}-{seed}.npz" if cache else None
+    if path is not None and path.is_file():
+        with np.load(path) as stored:
+            return stored["image"], stored["label"]
+    image, label = generate_training_pair(population, seed)
+    if path is not None:
+        tmp = path.with_name(f".{path.stem}-{os.getpid()}.npz")
+        np.savez(tmp, image=image, label=label)
+        os.replace(tmp, path)
+    return image, label
 
 
 def generated_set(population: str, count: int, first_seed: int = 0, workers: int = 1) -> CubeSet:
-    """`count` phantoms with seeds first_seed.. (deterministic), generated in `workers` processes."""
+    """`count` phantoms with seeds first_seed.. (deterministic), generated in `workers` processes.
+
+    With $KIDNEYUS_PHANTOM_CACHE set, phantoms are kept there (per generator version) and reused.
+    """
     if population not in POPULATIONS:
         raise SegTuneError(f"unknown population {population!r} (adult, child)")
     if count < 1:
         raise SegTuneError(f"need at least one {population} phantom, got {count}")
-    tasks = [(population, first_seed + i) for i in range(count)]
+    cache = os.environ.get("KIDNEYUS_PHANTOM_CACHE")
+    if cache:
+        cache = str(Path(cache) / _generator_version())
+        Path(cache).mkdir(parents=True, exist_ok=True)
+    tasks = [(population, first_seed + i, cache) for i in range(count)]
     if workers > 1:
         import multiprocessing
 

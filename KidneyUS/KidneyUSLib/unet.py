@@ -51,6 +51,23 @@ class UNetConfig:
                   if k in architecture}
         return cls(**fields)
 
+    def conv_channels(self) -> list[tuple[int, int]]:
+        """(in, out) channels of every 3x3x3 convolution in data order."""
+        w, convs, channels = self.width, [], self.in_channels
+        for level in range(self.levels):
+            convs += [(channels, w * 2 ** level), (w * 2 ** level, w * 2 ** (level + 1))]
+            channels = w * 2 ** (level + 1)
+        for level in reversed(range(self.levels - 1)):
+            out = w * 2 ** (level + 1)
+            convs += [(channels + out, out), (out, out)]
+            channels = out
+        return convs
+
+    def parameter_count(self) -> int:
+        """Parameters without building the network (3x3x3 convs without bias + batch norm, 1x1x1 head)."""
+        convs = self.conv_channels()
+        return sum(27 * a * b + 2 * b for a, b in convs) + (convs[-1][1] + 1) * self.out_channels
+
     @property
     def divisor(self) -> int:
         """Input sizes must be multiples of this (one halving per level below the top)."""

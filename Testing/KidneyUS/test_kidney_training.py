@@ -130,3 +130,20 @@ def test_train_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, args, mess
     assert proc.returncode != 0
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "X").exists()
+
+
+def test_hpo_objective_trains_for_the_budget_and_refuses_what_cannot_fit():
+    from KidneyUSLib import objective
+
+    function = objective.UNetObjective(adults=1, children=1, validation=1, crop=None, device="cpu")
+    function._sets = {"train": [_spheres("adult", 2, 0, side=16), _spheres("child", 2, 1, side=16)],
+                      "validation": [_spheres("adult", 1, 2, side=16), _spheres("child", 1, 3, side=16)]}
+    params = {"width": 4, "levels": 3, "dropout": 0.1, "learning_rate": 3e-3, "batch_size": 2, "augment": 0.5}
+    value = function(params, 2)
+    assert 0 <= value <= 1 and function.curves[-1]["validation_loss"][-1] == value
+    assert len(function.curves[-1]["validation_loss"]) == 2
+    huge = dict(params, width=32, levels=5, batch_size=8)
+    small_memory = objective.UNetObjective(crop=None, memory_limit_gb=1.0)
+    assert function.fits(params) and not small_memory.fits(huge)
+    with pytest.raises(MemoryError):
+        small_memory(huge, 1)

@@ -27,14 +27,14 @@ def _expected_parameters(width: int, levels: int = 4) -> int:
 def test_width_32_has_about_16_million_parameters():
     network = unet.UNet3D(unet.UNetConfig(width=32))
     count = unet.count_parameters(network)
-    assert count == _expected_parameters(32)
+    assert count == _expected_parameters(32) == network.config.parameter_count()
     assert 15e6 <= count <= 17e6  # the thesis' Table 3.1: 16M
 
 
 @pytest.mark.parametrize("width,levels", [(4, 4), (6, 3)])
 def test_parameter_formula_holds_for_other_shapes(width, levels):
     network = unet.UNet3D(unet.UNetConfig(width=width, levels=levels))
-    assert unet.count_parameters(network) == _expected_parameters(width, levels)
+    assert unet.count_parameters(network) == _expected_parameters(width, levels) == network.config.parameter_count()
 
 
 def test_conv_layers_are_numbered_as_in_section_3_3_3():
