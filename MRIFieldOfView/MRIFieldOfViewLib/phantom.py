@@ -78,6 +78,15 @@ class Subject:
     lung_vessels: np.ndarray  # rows (x, y, z, radius)
     vertebra_phase: float
     rib_phase: float
+    folds: np.ndarray     # cortical folding: rows (wave vector x, y, z in rad/mm, phase)
+
+    def folding(self, x: np.ndarray, y: np.ndarray, z: float) -> np.ndarray:
+        """A smooth random field of unit variance that shapes gyri and sulci."""
+        waves = self.folds
+        field = np.zeros(x.shape)
+        for kx, ky, kz, phase in waves:
+            field += np.sin(kx * x + ky * y + kz * z + phase)
+        return field * np.sqrt(2.0 / len(waves))
 
     def boundaries(self) -> np.ndarray:
         """Region boundaries along z for this subject (legs start, ..., vertex)."""
@@ -101,7 +110,15 @@ def random_subject(rng: np.random.Generator) -> Subject:
         breasts=float(rng.uniform(0.6, 1.3)) if rng.random() < 0.4 else 0.0,
         bladder=rng.uniform(0.4, 1.4), jitter=rng.uniform(-25, 25, 4), blobs=np.array(blobs),
         lung_vessels=vessels, vertebra_phase=rng.uniform(0, 30), rib_phase=rng.uniform(0, 25),
+        folds=_random_waves(rng, 24, wavelength=(6.0, 16.0)),
     )
+
+
+def _random_waves(rng: np.random.Generator, count: int, wavelength: tuple[float, float]) -> np.ndarray:
+    directions = rng.normal(size=(count, 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    k = 2 * np.pi / rng.uniform(*wavelength, count)
+    return np.column_stack([directions * k[:, None], rng.uniform(0, 2 * np.pi, count)])
 
 
 class _Canvas:
@@ -359,7 +376,11 @@ def _head(c: _Canvas, s: Subject, z: float, u: float):
     c.bone(0, 5, a - 4, b - 4, "red_marrow", cortex=2.5)  # skull with diploe
     c.ellipse(0, 5, a - 11, b - 11, "fluid")  # CSF
     brain = c.ellipse(0, 5, a - 13, b - 13, "grey_matter")
-    c.ellipse(0, 5, a - 20, b - 20, "white_matter")
+    # Gyri: white matter fills the brain up to a folded boundary; sulci cut the cortex.
+    rho = np.sqrt((c.x / max(a - 13, 1.0)) ** 2 + ((c.y - 5) / max(b - 13, 1.0)) ** 2)
+    folds = s.folding(c.x, c.y, z)
+    c.labels[brain & (rho < 0.78 + 0.12 * folds)] = T["white_matter"]
+    c.labels[brain & (rho > 0.6) & (folds > 0.9)] = T["fluid"]
     if u < 0.45:  # orbits and eyes, temporal lobes, cerebellum below the tentorium
         for side in (-1, 1):
             c.ellipse(side * 30, -b + 22, 16, 14, "fat")
@@ -369,10 +390,6 @@ def _head(c: _Canvas, s: Subject, z: float, u: float):
     if 0.5 < u < 0.78:  # lateral ventricles
         for side in (-1, 1):
             c.ellipse(side * 9, 0, 5, 0.35 * b, "fluid", angle=side * 0.15)
-    # sulci: radial CSF clefts in the cortex
-    angles = np.arctan2(c.y - 5, c.x)
-    sulci = (np.sin(angles * 23 + 3 * u) > 0.86) & c.inside("grey_matter")
-    c.labels[sulci] = T["fluid"]
 
 
 def paint_slice(subject: Subject, z: float, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, str | None]:
@@ -519,7 +536,7 @@ def random_acquisition(subject: Subject, rng: np.random.Generator, regions: list
     thickness = float(rng.choice([rng.uniform(1, 3), rng.uniform(3, 6), rng.uniform(5, 8)]))
     slices = max(4, int(round((z_end - z_start) / thickness)))
     head_only = first == last == 4
-    fov = rng.uniform(210, 270) if head_only else rng.uniform(380, 520 if subject.arms else 460)
+    fov = rng.uniform(180, 260) if head_only else rng.uniform(380, 520 if subject.arms else 460)
     columns = int(rng.integers(min(128, max_matrix), max_matrix + 1))
     rows = columns if rng.random() < 0.6 else max(64, int(columns * rng.uniform(0.65, 1.0)))
     straps = []
