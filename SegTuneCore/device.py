@@ -28,9 +28,12 @@ def select_device(spec: str = "auto"):
 
 def _parse_index(spec: str) -> int:
     try:
-        return int(spec.split(":", 1)[1])
+        index = int(spec.split(":", 1)[1])
     except ValueError:
-        raise SegTuneError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:N") from None
+        index = -1
+    if index < 0:  # int() also accepts "-1", which torch.device would reject with a traceback
+        raise SegTuneError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:N")
+    return index
 
 
 def capabilities(device) -> dict:
