@@ -42,3 +42,12 @@ def test_capabilities_and_describe():
     assert record["torch"] == torch.__version__ and record["numpy"] == np.__version__
     assert record["python"] == platform.python_version()
     assert describe()["device"] == str(select_device("auto"))
+
+
+def test_cuda_index_parsing():
+    from SegTuneCore.device import _parse_index
+
+    assert _parse_index("cuda:2") == 2
+    for spec in ("cuda:-1", "cuda:x", "cuda:"):
+        with pytest.raises(SegTuneError, match="unknown device"):
+            _parse_index(spec)
