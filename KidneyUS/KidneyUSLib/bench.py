@@ -108,37 +108,43 @@ def bench_forward(label: str, network, device, args) -> list[dict]:
     if not capabilities(device)["bf16"] and device.type == "cpu":
         rows[0]["note"] = "this CPU has no native bf16; bf16 rows are emulated"
 
-    def bf16(net, inp):
-        with torch.autocast(device.type, dtype=torch.bfloat16):
+    def bf16(net, inp, cache=True):
+        with torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache):
             return net(inp)
 
     with torch.inference_mode():
         record("bf16 + channels_last_3d", _timed(lambda: bf16(fast, xc), repeats, sync))
     if device.type == "cuda":
-        static_x = xc.clone()
-        with torch.no_grad():
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                for _ in range(3):
-                    bf16(fast, static_x)
-            torch.cuda.current_stream().wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                bf16(fast, static_x)
-        record("bf16 + channels_last_3d + CUDA graph", _timed(graph.replay, repeats, sync))
+        try:
+            static_x = xc.clone()
+            with torch.no_grad():
+                stream = torch.cuda.Stream()
+                stream.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(stream):
+                    for _ in range(3):
+                        bf16(fast, static_x, cache=False)
+                torch.cuda.current_stream().wait_stream(stream)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    bf16(fast, static_x, cache=False)
+            record("bf16 + channels_last_3d + CUDA graph", _timed(graph.replay, repeats, sync))
+        except Exception as exc:  # a benchmark row, not a reason to lose the others
+            rows.append({"network": label, "mode": "bf16 + channels_last_3d + CUDA graph", "error": str(exc)[:300]})
         if args.compile:
-            compiled = torch.compile(fast, mode="reduce-overhead")
-            start = time.perf_counter()
-            with torch.no_grad():
-                for _ in range(3):
-                    bf16(compiled, xc)
-            sync()
-            compile_s = time.perf_counter() - start
-            with torch.no_grad():
-                record("bf16 + channels_last_3d + torch.compile(reduce-overhead)",
-                       _timed(lambda: bf16(compiled, xc), repeats, sync))
-            rows[-1]["compile_s"] = compile_s
+            mode = "bf16 + channels_last_3d + torch.compile(reduce-overhead)"
+            try:
+                compiled = torch.compile(fast, mode="reduce-overhead")
+                start = time.perf_counter()
+                with torch.no_grad():
+                    for _ in range(3):
+                        bf16(compiled, xc)
+                sync()
+                compile_s = time.perf_counter() - start
+                with torch.no_grad():
+                    record(mode, _timed(lambda: bf16(compiled, xc), repeats, sync))
+                rows[-1]["compile_s"] = compile_s
+            except Exception as exc:
+                rows.append({"network": label, "mode": mode, "error": str(exc)[:300]})
     return rows
 
 
@@ -195,19 +201,27 @@ def run(args) -> int:
         if not entries:
             raise SegTuneError("bench segment needs a model (--model)")
         segmenter = inference.load_segmenter(entries[0], device)
-        result["segment"] = {"model": str(entries[0].path),
-                             **bench_segment(segmenter, args.size, args.repeats or 3)}
+        try:
+            result["segment"] = {"model": str(entries[0].path), **bench_segment(segmenter, args.size, args.repeats or 3)}
+        except Exception as exc:  # keep the forward rows; report the failure in the result and the exit code
+            result["segment"] = {"model": str(entries[0].path), "error": f"{type(exc).__name__}: {exc}"[:300]}
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print(f"device: {result['device']['device']} ({result['device']['device_name']})")
         for row in result["forward"]:
+            if "error" in row:
+                print(f"{row['network']:<40} {row['mode']:<52} failed: {row['error']}")
+                continue
             extra = f"  x{row['speedup_vs_fp32']:.2f}" if "speedup_vs_fp32" in row else ""
             floor = f"  floor {row['floor_ms']:.2f} ms" if "floor_ms" in row else ""
             print(f"{row['network']:<40} {row['mode']:<52} {row['ms']:9.2f} ms  {row['gflop']:7.1f} GFLOP "
                   f"{row['tflops']:7.2f} TFLOP/s{extra}{floor}")
-        if result["segment"]:
+        if result["segment"] and "error" in result["segment"]:
+            print(f"segment failed: {result['segment']['error']}")
+        elif result["segment"]:
             s = result["segment"]
             print(f"segment {s['native_shape']} end to end: {s['seconds']:.2f} s ({s['precision']}), "
                   f"Dice vs truth {s['dice_vs_phantom_truth']:.3f}")
-    return 0
+    failed = any("error" in row for row in result["forward"]) or "error" in (result["segment"] or {})
+    return 1 if failed else 0

@@ -307,6 +307,8 @@ def train_network(network: nn.Module, train_sets: Sequence[CubeSet], settings: T
     bf16 = caps["bf16"] if settings.bf16 is None else settings.bf16
     channels_last = caps["channels_last_3d"] if settings.channels_last is None else settings.channels_last
     network.to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     if channels_last:
         network.to(memory_format=torch.channels_last_3d)
     params = [p for p in network.parameters() if p.requires_grad]

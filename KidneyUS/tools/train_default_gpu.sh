@@ -56,10 +56,13 @@ try:
 except (OSError, ValueError):
     sys.exit("no bench result")
 for row in result["forward"]:
+    if "error" in row:
+        print(f"{row['network'][:36]:<36} {row['mode']:<50} failed: {row['error'][:120]}")
+        continue
     print(f"{row['network'][:36]:<36} {row['mode']:<50} {row['ms']:8.2f} ms {row['gflop']:7.1f} GFLOP"
           + (f"  floor {row['floor_ms']:.2f} ms" if "floor_ms" in row else ""))
-if result.get("segment"):
-    print("segment end to end:", round(result["segment"]["seconds"], 3), "s")
+segment = result.get("segment") or {}
+print("segment end to end:", segment.get("seconds", segment.get("error")))
 EOF
 tail -n 5 "$OUT/kidney-train.log"
 exit $(( TRAIN_RC != 0 || BENCH_RC != 0 ))
