@@ -1,0 +1,290 @@
+"""Template deformation segmenter (thesis §4.4): the network moves a kidney template onto the image.
+
+The output is the template φ0 pulled back through ψ = L∘G (eq. 4.7): φ(p) = φ0(L(G(p))) for
+every voxel p of the output cube, with
+- G = T·C+·Rz·Ry·Rx·S·C− (eq. 4.8, transforms.py) from 9 parameters (translation in voxels,
+  rotations in radians, log scales) predicted from the U-Net body's lowest level by two 3x3x3
+  convolution blocks (the capacity §4.7 asks for, with CoordConv coordinate channels so the
+  pooled features can see position) and a 1x1x1 convolution with 9 filters followed by global
+  average pooling (§4.4.1). G maps output voxels into the template's voxels (pull form): scale
+  parameters above 0 sample the template more widely, i.e. *shrink* it.
+- L = Id + u in the template referential: v from a 3x3x3 convolution with 3 filters on a coarse
+  decoder level, a 3x3x3 mean filter, trilinear upsampling to the template grid and a Gaussian
+  filter K_σ (eq. 4.9, §4.4.2); u is evaluated at G(p), so ψ(p) = G(p) + u(G(p)) exactly.
+Both heads start at zero, so a fresh network returns the template itself.
+
+The loss is Dice + λ/2·mean|u|² (eq. 4.10 plus the L2 penalty of eq. 4.11). `jacobian_determinant`
+of ψ (central differences, exact for affine maps) gives the folded voxels (det <= 0): where ψ is
+a diffeomorphism the output has the template's topology — one connected component.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from . import transforms, unet
+from .unet import ConvBlock
+
+ARCHITECTURE = "template-deformation"
+PARAMETER_NAMES = ("tx", "ty", "tz", "rx", "ry", "rz", "log_sx", "log_sy", "log_sz")
+# Head output -> parameter units (voxels, radians, log scale): one unit of output is a plausible
+# range of each, so Adam's step size suits them all.
+PARAMETER_SCALE = (4.0, 4.0, 4.0, 0.25, 0.25, 0.25, 0.25, 0.25, 0.25)
+
+
+@dataclass(frozen=True)
+class TemplateConfig:
+    width: int = 8
+    levels: int = 4
+    dropout: float = 0.1
+    geometric: bool = True        # predict G (False: G is the identity, "deformation only")
+    deformation: bool = True      # predict L (False: L is the identity)
+    field_level: int = 1          # U-Net decoder level of the displacement field (0 = full resolution)
+    field_sigma: float = 2.0      # Gaussian K_σ on the upsampled field, in template voxels
+    global_width: int = 32        # channels of the two convolution blocks before the 9 parameters
+    penalty: float = 0.01         # λ of eq. 4.11 (per voxel, displacements in voxels)
+    template_shape: tuple[int, int, int] = (80, 80, 80)
+    template_kind: str = "mask"   # "mask" (one training mask) or "mean" (aligned mean shape)
+
+    def __post_init__(self):
+        if not (self.geometric or self.deformation):
+            raise ValueError("a template network needs the geometric and/or the deformation branch")
+        if self.width < 1 or self.levels < 2 or not 0 <= self.field_level < self.levels:
+            raise ValueError(f"invalid template network configuration {self}")
+        divisor = 2 ** (self.levels - 1)
+        if len(self.template_shape) != 3 or any(n % divisor for n in self.template_shape):
+            raise ValueError(f"template shape {self.template_shape} must be 3 multiples of {divisor}")
+
+    def to_dict(self) -> dict:
+        return {"name": ARCHITECTURE, **asdict(self), "template_shape": list(self.template_shape)}
+
+    @classmethod
+    def from_dict(cls, architecture: dict) -> "TemplateConfig":
+        fields = {k: architecture[k] for k in cls.__dataclass_fields__ if k in architecture}
+        if "template_shape" in fields:
+            fields["template_shape"] = tuple(int(n) for n in fields["template_shape"])
+        return cls(**fields)
+
+    @property
+    def divisor(self) -> int:
+        return 2 ** (self.levels - 1)
+
+
+@dataclass
+class Deformation:
+    """What the network did to the template for a batch."""
+
+    probabilities: torch.Tensor          # [B, 1, D, H, W] the warped template
+    parameters: torch.Tensor             # [B, 9] in PARAMETER_NAMES units
+    matrix: torch.Tensor                 # [B, 4, 4] G, output voxel -> template voxel
+    displacement: torch.Tensor | None    # [B, 3, D, H, W] u in template voxels (x, y, z), None without L
+    grid: torch.Tensor                   # [B, D, H, W, 3] ψ(p) in template voxels (x, y, z)
+    extra: dict = field(default_factory=dict)
+
+
+class UNetBody(nn.Module):
+    """The U-Net of unet.py (same blocks and widths) cut at the decoder level of the field."""
+
+    def __init__(self, config: TemplateConfig):
+        super().__init__()
+        w, n = config.width, config.levels
+        self.encoders = nn.ModuleList()
+        in_ch = 1
+        for level in range(n):
+            mid, out = w * 2 ** level, w * 2 ** (level + 1)
+            self.encoders.append(nn.ModuleList([ConvBlock(in_ch, mid), ConvBlock(mid, out)]))
+            in_ch = out
+        self.bottleneck_channels = in_ch
+        self.decoders = nn.ModuleList()
+        if config.deformation:
+            for level in reversed(range(config.field_level, n - 1)):
+                out = w * 2 ** (level + 1)
+                self.decoders.append(nn.ModuleList([ConvBlock(in_ch + out, out), ConvBlock(out, out)]))
+                in_ch = out
+        self.field_channels = in_ch
+        self.dropout = nn.Dropout3d(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(bottleneck features, features at the field level)."""
+        skips = []
+        for level, (first, second) in enumerate(self.encoders):
+            if level:
+                x = F.max_pool3d(x, 2)
+            x = self.dropout(second(first(x)))
+            skips.append(x)
+        bottleneck = x
+        for (first, second), skip in zip(self.decoders, reversed(skips[:-1])):
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+            x = self.dropout(second(first(torch.cat([x, skip], dim=1))))
+        return bottleneck, x
+
+
+def _zero_conv(in_channels: int, out_channels: int, kernel: int) -> nn.Conv3d:
+    conv = nn.Conv3d(in_channels, out_channels, kernel, padding=kernel // 2)
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
+def coordinate_channels(like: torch.Tensor) -> torch.Tensor:
+    """[B, 3, D, H, W] normalised (x, y, z) coordinates in [-1, 1] (CoordConv)."""
+    b, _, d, h, w = like.shape
+    axes = [torch.linspace(-1, 1, n, dtype=like.dtype, device=like.device) for n in (d, h, w)]
+    z, y, x = torch.meshgrid(*axes, indexing="ij")
+    return torch.stack([x, y, z])[None].expand(b, 3, d, h, w)
+
+
+class GlobalBranch(nn.Module):
+    """Bottleneck features -> 9 parameters: 2 conv blocks, 1x1x1 conv with 9 filters, average pooling."""
+
+    def __init__(self, in_channels: int, width: int):
+        super().__init__()
+        self.blocks = nn.Sequential(ConvBlock(in_channels + 3, width), ConvBlock(width, width))
+        self.parameters_conv = _zero_conv(width, transforms.N_PARAMETERS, 1)
+        self.register_buffer("scale", torch.tensor(PARAMETER_SCALE), persistent=False)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([features, coordinate_channels(features)], dim=1)
+        return self.parameters_conv(self.blocks(x)).float().mean(dim=(2, 3, 4)) * self.scale
+
+
+def gaussian_kernel(sigma: float) -> torch.Tensor:
+    radius = max(1, int(math.ceil(3 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    return (k / k.sum()).float()
+
+
+def smooth(field_: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian filter of each channel of [B, C, D, H, W] (edges replicated)."""
+    c = field_.shape[1]
+    r = kernel.numel() // 2
+    for axis in range(3):
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + axis] = kernel.numel()
+        weight = kernel.to(field_.dtype).view(shape).expand(c, *shape[1:]).contiguous()
+        pad = [0] * 6
+        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = r  # F.pad lists the last axis first
+        field_ = F.conv3d(F.pad(field_, pad, mode="replicate"), weight, groups=c)
+    return field_
+
+
+class LocalBranch(nn.Module):
+    """Field-level features -> u [B, 3, D, H, W] on the template grid (§4.4.2)."""
+
+    def __init__(self, in_channels: int, shape: Sequence[int], sigma: float):
+        super().__init__()
+        self.field_conv = _zero_conv(in_channels, 3, 3)
+        self.shape = tuple(shape)
+        self.register_buffer("kernel", gaussian_kernel(sigma), persistent=False)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        v = self.field_conv(features).float()
+        v = F.avg_pool3d(v, 3, stride=1, padding=1, count_include_pad=False)
+        v = F.interpolate(v, size=self.shape, mode="trilinear", align_corners=transforms.ALIGN_CORNERS)
+        return smooth(v, self.kernel)
+
+
+def voxel_grid(shape: Sequence[int], dtype=torch.float32, device=None) -> torch.Tensor:
+    """[D, H, W, 3] voxel coordinates (x, y, z) of every voxel."""
+    d, h, w = shape
+    z, y, x = torch.meshgrid(*[torch.arange(n, dtype=dtype, device=device) for n in (d, h, w)], indexing="ij")
+    return torch.stack([x, y, z], dim=-1)
+
+
+def to_normalised(points: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Voxel (x, y, z) -> grid_sample's normalised coordinates for a grid of `shape` (D, H, W)."""
+    n = transforms.voxel_to_normalised(shape, dtype=points.dtype, device=points.device)
+    return points @ n[:3, :3].T + n[:3, 3]
+
+
+def warp_template(template: torch.Tensor, matrix: torch.Tensor, displacement: torch.Tensor | None,
+                  output_shape: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """φ0∘L∘G (eq. 4.7): (warped [B, 1, D, H, W], ψ grid [B, D, H, W, 3] in template voxels).
+
+    template [1, 1, D', H', W'] (or [B, ...]); matrix G [B, 4, 4] from output to template voxels;
+    displacement u [B, 3, D', H', W'] in template voxels on the template grid, or None.
+    """
+    shape = tuple(output_shape or template.shape[2:])
+    batch = matrix.shape[0]
+    p = voxel_grid(shape, matrix.dtype, matrix.device)
+    q = torch.einsum("bij,dhwj->bdhwi", matrix[:, :3, :3], p) + matrix[:, None, None, None, :3, 3]
+    template_shape = template.shape[2:]
+    psi = q
+    if displacement is not None:
+        u = F.grid_sample(displacement.to(q.dtype), to_normalised(q, template_shape), mode="bilinear",
+                          padding_mode="border", align_corners=transforms.ALIGN_CORNERS)
+        psi = q + u.permute(0, 2, 3, 4, 1)
+    source = template.to(psi.dtype).expand(batch, *template.shape[1:])
+    warped = F.grid_sample(source, to_normalised(psi, template_shape), mode="bilinear",
+                           padding_mode="zeros", align_corners=transforms.ALIGN_CORNERS)
+    return warped, psi
+
+
+def jacobian_determinant(grid: torch.Tensor) -> torch.Tensor:
+    """det ∂ψ/∂p [B, D, H, W] of a map ψ given on the voxels as [B, D, H, W, 3] (x, y, z).
+
+    Central differences inside, one-sided at the border: exact where ψ is affine.
+    """
+    dx, dy, dz = torch.gradient(grid, dim=(3, 2, 1))
+    return torch.linalg.det(torch.stack([dx, dy, dz], dim=-1).double()).to(grid.dtype)
+
+
+def folded_fraction(grid: torch.Tensor) -> torch.Tensor:
+    """[B] share of voxels where ψ folds (Jacobian determinant <= 0)."""
+    return (jacobian_determinant(grid) <= 0).flatten(1).float().mean(1)
+
+
+class TemplateNet(nn.Module):
+    """Image [B, 1, D, H, W] -> the template warped onto it (probabilities [B, 1, D, H, W])."""
+
+    def __init__(self, config: TemplateConfig = TemplateConfig(), template: torch.Tensor | None = None):
+        super().__init__()
+        self.config = config
+        self.body = UNetBody(config)
+        self.global_branch = GlobalBranch(self.body.bottleneck_channels, config.global_width) if config.geometric else None
+        self.local_branch = (LocalBranch(self.body.field_channels, config.template_shape, config.field_sigma)
+                             if config.deformation else None)
+        if template is None:
+            template = torch.zeros(config.template_shape)
+        template = torch.as_tensor(template, dtype=torch.float32)
+        if tuple(template.shape) != config.template_shape:
+            raise ValueError(f"template shape {tuple(template.shape)} differs from the configuration's {config.template_shape}")
+        self.register_buffer("template", template.clone())
+
+    def deform(self, image: torch.Tensor) -> Deformation:
+        if tuple(image.shape[2:]) != self.config.template_shape:
+            raise ValueError(f"input {tuple(image.shape[2:])} must have the template's shape {self.config.template_shape}")
+        bottleneck, features = self.body(image)
+        batch = image.shape[0]
+        if self.global_branch is not None:
+            params = self.global_branch(bottleneck)
+        else:
+            params = torch.zeros(batch, transforms.N_PARAMETERS, device=image.device)
+        g = transforms.matrix_from_parameters(params, transforms.grid_centre(self.config.template_shape))
+        u = self.local_branch(features) if self.local_branch is not None else None
+        warped, grid = warp_template(self.template[None, None], g, u)
+        return Deformation(warped, params, g, u, grid)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.deform(image).probabilities
+
+    def loss(self, deformation: Deformation, target: torch.Tensor) -> torch.Tensor:
+        """Dice loss (eq. 4.10) + λ/2·mean |u|² (eq. 4.11)."""
+        loss = unet.dice_loss(deformation.probabilities, target)
+        if deformation.displacement is not None and self.config.penalty > 0:
+            loss = loss + 0.5 * self.config.penalty * deformation.displacement.pow(2).sum(1).mean()
+        return loss
+
+    def architecture(self) -> dict:
+        return self.config.to_dict()
+
+    @classmethod
+    def from_architecture(cls, architecture: dict) -> "TemplateNet":
+        return cls(TemplateConfig.from_dict(architecture))

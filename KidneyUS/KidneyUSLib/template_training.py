@@ -1,0 +1,311 @@
+"""Training of the template deformation segmenter (thesis §4.5–§4.6).
+
+Jointly on adults and children with the children oversampled so each epoch is balanced
+(training.epoch_order, §3.3.2), with the augmentation of Table 4.1 drawn afresh for every item
+of every epoch (the thesis drew 10 augmented copies per image before training): Gaussian noise,
+translation, rotation about each axis and scaling along each axis of image and label together.
+The same loop trains the U-Net baselines of Table 4.2, so every row sees the same data.
+
+Entry points: `train_template(...)` (the `train --method template` command calls it) and
+`python -m KidneyUSLib.template_training --adults N|DIR --children N|DIR --output MODEL_DIR`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from SegTuneCore.errors import SegTuneError
+
+from . import templates, training, transforms, unet
+from .template_net import TemplateConfig, TemplateNet, folded_fraction
+
+# Table 4.1 (normal distributions). Noise: 5 grey levels of 255 in our normalised intensities;
+# translation: 3 voxels of the 4 mm cube (12 mm), whatever the training resolution.
+NOISE_STD = 5.0 / 255.0
+TRANSLATION_STD_MM = 3 * 4.0
+ROTATION_STD = 0.05
+SCALING_STD = 0.05
+TEMPLATE_SEED = 2_000_000  # the phantom whose mask is the template: in neither training nor test sets
+
+
+@dataclass
+class TemplateTrainSettings:
+    epochs: int = 20
+    batch_size: int = 2
+    lr: float = 1e-3
+    augment: bool = True
+    oversample: bool = True
+    seed: int = 0
+    time_budget_s: float | None = None  # stop after the epoch that exceeds it
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def augment(images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator,
+            voxel_mm: float = 4.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Table 4.1 on a batch [B, 1, D, H, W]: one random similarity-like G per item, then noise."""
+    b = images.shape[0]
+    params = np.concatenate([
+        rng.normal(0.0, TRANSLATION_STD_MM / voxel_mm, (b, 3)),
+        rng.normal(0.0, ROTATION_STD, (b, 3)),
+        np.log(np.clip(rng.normal(1.0, SCALING_STD, (b, 3)), 0.5, 2.0)),
+    ], axis=1)
+    g = transforms.matrix_from_parameters(torch.from_numpy(params), transforms.grid_centre(images.shape[2:]))
+    images = transforms.warp(images.double(), g).float()
+    labels = (transforms.warp(labels.double(), g) >= 0.5).float()
+    noise = torch.from_numpy(rng.normal(0.0, NOISE_STD, images.shape).astype(np.float32))
+    return images + noise, labels
+
+
+def downsample(cubes: training.CubeSet, factor: int) -> training.CubeSet:
+    """Average `factor`^3 voxels (labels: majority) — the CPU scale of the experiments."""
+    if factor == 1:
+        return cubes
+    images = F.avg_pool3d(torch.from_numpy(cubes.images)[:, None], factor)[:, 0].numpy()
+    labels = F.avg_pool3d(torch.from_numpy(cubes.labels.astype(np.float32))[:, None], factor)[:, 0].numpy() >= 0.5
+    return training.CubeSet(cubes.population, images, labels.astype(np.uint8), f"{cubes.source}/{factor}")
+
+
+def downsample_label(label: np.ndarray, factor: int) -> np.ndarray:
+    return downsample(training.CubeSet("template", label[None].astype(np.float32), label[None], "label"), factor).labels[0]
+
+
+def train_model(network: torch.nn.Module, train_sets: Sequence[training.CubeSet], settings: TemplateTrainSettings,
+                device: torch.device, voxel_mm: float = 4.0,
+                on_epoch: Callable[[int, training.History], None] | None = None) -> training.History:
+    """Adam on Dice (+ the displacement penalty for a TemplateNet); returns per-epoch losses and times."""
+    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    network.to(device)
+    optimiser = torch.optim.Adam(network.parameters(), lr=settings.lr)
+    sizes = [len(s) for s in train_sets]
+    batching = training.TrainSettings(augment=0.0, crop=None)
+    history = training.History()
+    started = time.perf_counter()
+    for epoch in range(settings.epochs):
+        start = time.perf_counter()
+        network.train()
+        order = training.epoch_order(sizes, settings.oversample, rng)
+        losses = []
+        for first in range(0, len(order), settings.batch_size):
+            x, y = training.make_batch(train_sets, order[first:first + settings.batch_size], batching, rng)
+            if settings.augment:
+                x, y = augment(x, y, rng, voxel_mm)
+            x, y = x.to(device), y.to(device)
+            if isinstance(network, TemplateNet):
+                loss = network.loss(network.deform(x), y)
+            else:
+                loss = unet.dice_loss(network(x), y)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            losses.append(loss.detach())
+        history.train_loss.append(float(torch.stack(losses).mean()))
+        history.epoch_seconds.append(time.perf_counter() - start)
+        if on_epoch is not None:
+            on_epoch(epoch, history)
+        if settings.time_budget_s is not None and time.perf_counter() - started > settings.time_budget_s:
+            break
+    network.eval()
+    return history
+
+
+def count_components(mask: np.ndarray) -> int:
+    from scipy import ndimage
+
+    return int(ndimage.label(mask)[1])
+
+
+def evaluate_cases(network: torch.nn.Module, cubes: training.CubeSet, device: torch.device,
+                   batch_size: int = 4) -> dict:
+    """Per case: hard Dice (threshold 0.5), connected components, and for a TemplateNet the
+    folded-voxel fraction and the 9 global parameters."""
+    network.eval()
+    dice, components, folded, parameters = [], [], [], []
+    with torch.inference_mode():
+        for first in range(0, len(cubes), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(cubes.images[first:first + batch_size]))[:, None].to(device)
+            y = torch.from_numpy(cubes.labels[first:first + batch_size])[:, None]
+            if isinstance(network, TemplateNet):
+                deformation = network.deform(x)
+                probabilities = deformation.probabilities
+                folded += folded_fraction(deformation.grid).cpu().tolist()
+                parameters += deformation.parameters.cpu().tolist()
+            else:
+                probabilities = network(x)
+            masks = probabilities.float().cpu() > 0.5
+            dice += unet.dice_score(masks, y).tolist()
+            components += [count_components(m[0].numpy()) for m in masks]
+    result = {"dice": dice, "dice_mean": float(np.mean(dice)), "dice_std": float(np.std(dice)),
+              "components": components, "single_component": float(np.mean(np.asarray(components) == 1))}
+    if folded:
+        result.update(folded=folded, folded_max=float(np.max(folded)), parameters=parameters)
+    return result
+
+
+# --- one model, end to end --------------------------------------------------------------------
+
+def template_labels(kind: str, train_sets: Sequence[training.CubeSet], excluded_label: np.ndarray | None) -> list:
+    """The masks a template is built from: the excluded one ("mask") or every training mask ("mean")."""
+    if kind == "mask":
+        if excluded_label is None:
+            raise SegTuneError("a mask template needs a label excluded from training and testing")
+        return [excluded_label]
+    return [label for s in train_sets for label in s.labels]
+
+
+def build_network(config: TemplateConfig, train_sets: Sequence[training.CubeSet],
+                  excluded_label: np.ndarray | None) -> TemplateNet:
+    template = templates.build_template(config.template_kind, template_labels(config.template_kind, train_sets,
+                                                                                excluded_label))
+    return TemplateNet(config, torch.from_numpy(template))
+
+
+def train_template(train_sets: Sequence[training.CubeSet], config: TemplateConfig, settings: TemplateTrainSettings,
+                   device: torch.device, *, excluded_label: np.ndarray | None = None,
+                   test_sets: Sequence[training.CubeSet] = (), output: str | Path | None = None,
+                   voxel_mm: float = 4.0, on_epoch=None, extra_meta: dict | None = None) -> tuple[TemplateNet, dict]:
+    """Build the template, train, evaluate on test_sets, save to `output` (model store format)."""
+    network = build_network(config, train_sets, excluded_label)
+    history = train_model(network, train_sets, settings, device, voxel_mm, on_epoch)
+    metrics = {"seconds_per_epoch": float(np.mean(history.epoch_seconds))}
+    for test in test_sets:
+        name = "adults" if test.population == "adult" else "children"
+        score = evaluate_cases(network, test, device)
+        metrics.update({f"dice_{name}": score["dice_mean"], f"dice_{name}_std": score["dice_std"],
+                        f"single_component_{name}": score["single_component"],
+                        f"folded_max_{name}": score["folded_max"], f"test_{name}": len(test)})
+    if output is not None:
+        legacy = training.TrainSettings(epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr,
+                                        augment=float(settings.augment), oversample=settings.oversample,
+                                        seed=settings.seed, time_budget_s=settings.time_budget_s)
+        meta = training.model_meta(network, method="template", settings=legacy, train_sets=train_sets,
+                                   metrics=metrics, device=device, history=history,
+                                   extra={"template_settings": settings.to_dict(), **(extra_meta or {})})
+        meta["preprocessing"]["size"] = list(config.template_shape)
+        training.save_network(output, network, meta)
+    return network, metrics
+
+
+# --- command line -----------------------------------------------------------------------------
+
+def configure(parser) -> None:
+    parser.add_argument("--adults", metavar="DIR|N", help="adult training data: a folder of image/label pairs or a phantom count")
+    parser.add_argument("--children", metavar="DIR|N", help="child training data: a folder or a phantom count")
+    parser.add_argument("--test-adults", type=int, default=8, metavar="N", help="held-out adult phantoms (generated data only)")
+    parser.add_argument("--test-children", type=int, default=8, metavar="N", help="held-out child phantoms (generated data only)")
+    parser.add_argument("--test-fraction", type=float, default=0.2, help="test share of a folder (default 0.2)")
+    parser.add_argument("--output", required=True, metavar="MODEL_DIR")
+    parser.add_argument("--template", choices=templates.KINDS, default="mask",
+                        help="mask: one mask left out of training and testing (thesis); mean: aligned mean shape")
+    parser.add_argument("--no-geometric", action="store_true", help="deformation only (G = identity)")
+    parser.add_argument("--no-deformation", action="store_true", help="global transform only (L = identity)")
+    parser.add_argument("--penalty", type=float, default=TemplateConfig.penalty, help="λ of the displacement L2 penalty (eq. 4.11)")
+    parser.add_argument("--field-level", type=int, default=TemplateConfig.field_level, help="decoder level of the displacement field")
+    parser.add_argument("--width", type=int, default=8)
+    parser.add_argument("--levels", type=int, default=4)
+    parser.add_argument("--downsample", type=int, default=1, choices=(1, 2), help="train on cubes averaged by this factor")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--time-budget", type=float, default=None, metavar="SECONDS")
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--no-augment", action="store_true", help="no Table 4.1 augmentation")
+    parser.add_argument("--no-oversample", action="store_true")
+    parser.add_argument("--workers", type=int, default=1, help="processes generating phantoms")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true")
+    from SegTuneCore.process import add_progress_argument
+
+    add_progress_argument(parser)
+
+
+def excluded_template_label(spec: str, sets: training.CubeSet) -> tuple[np.ndarray, training.CubeSet]:
+    """(template mask, remaining training set): for generated data a phantom used nowhere else;
+    for a folder its first training case, taken out of the training set."""
+    if spec.isdigit():
+        return training.generated_set("adult", 1, first_seed=TEMPLATE_SEED).labels[0], sets
+    if len(sets) < 2:
+        raise SegTuneError("a mask template takes one training case out: give at least 2")
+    return sets.labels[0], sets.subset(range(1, len(sets)))
+
+
+def train_from_args(args) -> int:
+    """`train --method template` and this module's command line."""
+    from SegTuneCore.device import select_device
+    from SegTuneCore.process import ProgressReporter
+
+    from .train_cli import load_sets
+
+    if args.adults is None and args.children is None:
+        raise SegTuneError("give --adults and/or --children (a folder or a phantom count)")
+    if getattr(args, "no_geometric", False) and getattr(args, "no_deformation", False):
+        raise SegTuneError("--no-geometric and --no-deformation leave nothing to predict")
+    if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0:
+        raise SegTuneError("--epochs and --batch-size must be >= 1 and --lr > 0")
+    device = select_device(args.device)
+    reporter = ProgressReporter(args.progress)
+    factor = getattr(args, "downsample", 1)
+    reporter.log("preparing data")
+    adults, adults_test = load_sets(args.adults, "adult", args.test_adults, args.test_fraction, args.seed, args.workers)
+    children, children_test = load_sets(args.children, "child", args.test_children, args.test_fraction, args.seed, args.workers)
+    kind = getattr(args, "template", "mask")
+    excluded = None
+    if kind == "mask":
+        spec, source = (args.adults, adults) if adults is not None else (args.children, children)
+        excluded, source = excluded_template_label(spec, source)
+        adults, children = (source, children) if adults is not None else (adults, source)
+    train_sets = [downsample(s, factor) for s in (adults, children) if s is not None and len(s)]
+    test_sets = [downsample(s, factor) for s in (adults_test, children_test) if s is not None]
+    if excluded is not None:
+        excluded = downsample_label(excluded, factor)
+    size = train_sets[0].images.shape[1:]
+    config = TemplateConfig(width=args.width, levels=args.levels, geometric=not getattr(args, "no_geometric", False),
+                            deformation=not getattr(args, "no_deformation", False),
+                            field_level=getattr(args, "field_level", TemplateConfig.field_level),
+                            penalty=getattr(args, "penalty", TemplateConfig.penalty),
+                            template_shape=tuple(int(n) for n in size), template_kind=kind)
+    settings = TemplateTrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                     augment=not getattr(args, "no_augment", False),
+                                     oversample=not args.no_oversample, seed=args.seed,
+                                     time_budget_s=getattr(args, "time_budget", None))
+
+    def on_epoch(epoch, history):
+        reporter.progress((epoch + 1) / args.epochs,
+                          f"epoch {epoch + 1}/{args.epochs} loss {history.train_loss[-1]:.4f} ({history.epoch_seconds[-1]:.1f} s)")
+
+    reporter.log(f"training template deformation on {', '.join(f'{len(s)} {s.population}' for s in train_sets)} ({device})")
+    _, metrics = train_template(train_sets, config, settings, device, excluded_label=excluded, test_sets=test_sets,
+                                output=args.output, voxel_mm=4.0 * factor, on_epoch=on_epoch,
+                                extra_meta={"arguments": {k: v for k, v in vars(args).items() if k != "func"}})
+    result = {"output": str(args.output), "method": "template", "metrics": metrics, "device": str(device)}
+    reporter.result(result)
+    if args.json and args.progress != "json":
+        print(json.dumps(result, indent=2))
+    elif not args.json:
+        reporter.log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+    return 0
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m KidneyUSLib.template_training",
+                                     description="train the template deformation segmenter (thesis §4)")
+    configure(parser)
+    return train_from_args(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    from SegTuneCore.errors import run_cli
+
+    run_cli(main)

@@ -1,0 +1,96 @@
+"""Kidney templates φ0 for the template deformation segmenter (thesis §4.2.1, §4.4.3, §4.7).
+
+- `mask_template(label)`: one ground-truth mask, whose image is then left out of training and
+  testing (the thesis' choice).
+- `mean_template(labels)`: a mean shape: every mask is aligned by its moments (centroid,
+  principal axes and the spread along them) onto a common frame, the aligned masks are averaged
+  and the mean shape is where at least half of them agree (largest component, holes filled).
+
+A template is a float32 cube in [0, 1]: the binary shape lightly smoothed (σ = 1 voxel) so its
+0.5 level set is the shape's boundary and the warp has a gradient a voxel either side of it.
+The template is stored with the model (a buffer of TemplateNet, inside weights.safetensors).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from SegTuneCore.errors import SegTuneError
+
+TEMPLATE_SIGMA = 1.0
+KINDS = ("mask", "mean")
+
+
+def soft_template(mask: np.ndarray) -> np.ndarray:
+    return ndimage.gaussian_filter(np.asarray(mask, dtype=np.float32), TEMPLATE_SIGMA).astype(np.float32)
+
+
+def mask_template(label: np.ndarray) -> np.ndarray:
+    mask = np.asarray(label) > 0
+    if mask.ndim != 3 or not mask.any():
+        raise SegTuneError("a template needs a non-empty 3D mask")
+    return soft_template(mask)
+
+
+def moments(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(centroid, principal axes as columns sorted by decreasing spread, spread = std along each), index order."""
+    points = np.argwhere(mask).astype(np.float64)
+    if len(points) < 4:
+        raise SegTuneError("a mask needs at least 4 voxels to be aligned")
+    centroid = points.mean(0)
+    covariance = np.cov((points - centroid).T)
+    values, vectors = np.linalg.eigh(covariance)
+    order = np.argsort(values)[::-1]
+    return centroid, vectors[:, order], np.sqrt(np.maximum(values[order], 1e-6))
+
+
+def _orient_like(axes: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Flip the principal axes to point like the reference's, keeping a right-handed frame."""
+    axes = axes * np.where(np.sum(axes * reference, axis=0) < 0, -1.0, 1.0)
+    if np.linalg.det(axes) * np.linalg.det(reference) < 0:
+        axes[:, 2] *= -1
+    return axes
+
+
+def align_to(mask: np.ndarray, centroid: np.ndarray, axes: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """The mask (soft, float32) moved so its moments become (centroid, axes, spread)."""
+    own_centroid, own_axes, own_spread = moments(mask)
+    own_axes = _orient_like(own_axes, axes)
+    # output point x -> input point: own_c + own_axes·diag(own_spread / spread)·axesᵀ·(x − c)
+    matrix = own_axes @ np.diag(own_spread / spread) @ axes.T
+    offset = own_centroid - matrix @ centroid
+    return ndimage.affine_transform(mask.astype(np.float32), matrix, offset, order=1, mode="constant")
+
+
+def mean_template(labels: Sequence[np.ndarray]) -> np.ndarray:
+    """Mean shape of masks aligned by moments, placed at their mean centroid, axes and spread."""
+    masks = [np.asarray(label) > 0 for label in labels]
+    if not masks:
+        raise SegTuneError("a mean template needs at least one mask")
+    if any(m.shape != masks[0].shape for m in masks):
+        raise SegTuneError("the masks of a mean template must share one grid")
+    frames = [moments(m) for m in masks]
+    reference_axes = frames[0][1]
+    centroid = np.mean([f[0] for f in frames], axis=0)
+    spread = np.exp(np.mean([np.log(f[2]) for f in frames], axis=0))
+    mean = np.mean([align_to(m, centroid, reference_axes, spread) for m in masks], axis=0)
+    shape = mean >= 0.5
+    components, count = ndimage.label(shape)
+    if count == 0:
+        raise SegTuneError("the aligned masks share no voxel: no mean shape")
+    sizes = np.bincount(components.ravel())
+    sizes[0] = 0
+    shape = ndimage.binary_fill_holes(components == np.argmax(sizes))
+    return soft_template(shape)
+
+
+def build_template(kind: str, labels: Sequence[np.ndarray]) -> np.ndarray:
+    """"mask": the first label alone; "mean": the mean shape of all of them."""
+    if kind == "mask":
+        return mask_template(labels[0])
+    if kind == "mean":
+        return mean_template(labels)
+    raise SegTuneError(f"unknown template kind {kind!r} ({', '.join(KINDS)})")
