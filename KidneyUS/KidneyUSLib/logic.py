@@ -23,6 +23,14 @@ KIDNEY_TERMINOLOGY = ("Segmentation category and type - 3D Slicer General Anatom
 TERMINOLOGY_TAG = "TerminologyEntry"
 
 
+def terminology_entry(segment) -> str:
+    """The terminology entry tag of a vtkSegment ("" when absent)."""
+    import vtk
+
+    value = vtk.mutable("")
+    return str(value) if segment.GetTag(TERMINOLOGY_TAG, value) else ""
+
+
 class KidneyUSLogic:
     """Usable without the GUI: `KidneyUSLogic().segment(volume_node)`; the module's Logic extends it."""
 
@@ -75,6 +83,13 @@ class KidneyUSLogic:
         if method:
             args += ["--method", method]
         return args
+
+    @staticmethod
+    def resolve_base(model: str | None = None) -> Path:
+        """Folder of the model that fine-tuning or transfer layers start from."""
+        from .segmentation import resolve_model
+
+        return resolve_model(model).path
 
     @staticmethod
     def install_model(folder: str | Path):

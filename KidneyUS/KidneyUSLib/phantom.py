@@ -51,13 +51,13 @@ _POPULATION = {
     #            length mm    width/len    thick/len     cortex mm   wall mm     gain        noise        atten /mm
     "adult": dict(length=(100, 120), width=(0.45, 0.55), thick=(0.36, 0.44), cortex=(7, 10), wall=(15, 30),
                   gain=(0.9, 1.1), noise=(0.03, 0.06), atten=(0.004, 0.009), extra_depth=(10, 35),
-                  cortex_echo=0.6, medulla_echo=0.28, sinus_echo=1.35, sinus_size=(0.42, 0.5), hydro=0.0),
+                  cortex_echo=0.5, medulla_echo=0.2, sinus_echo=1.45, sinus_size=(0.42, 0.5), hydro=0.0),
     "child": dict(length=(55, 90), width=(0.48, 0.6), thick=(0.4, 0.5), cortex=(3, 6), wall=(6, 14),
                   gain=(1.25, 1.6), noise=(0.08, 0.14), atten=(0.006, 0.012), extra_depth=(5, 20),
-                  cortex_echo=0.85, medulla_echo=0.15, sinus_echo=1.0, sinus_size=(0.32, 0.42), hydro=0.3),
+                  cortex_echo=0.7, medulla_echo=0.12, sinus_echo=1.1, sinus_size=(0.32, 0.42), hydro=0.3),
 }
-_ECHO = dict(soft_tissue=0.55, subcutaneous_fat=0.7, muscle=0.42, fascia=1.6, perirenal_fat=1.15, liver=0.8,
-             spleen=0.9, capsule=1.6, fluid=0.03, rib=2.0)
+_ECHO = dict(soft_tissue=0.75, subcutaneous_fat=0.7, muscle=0.42, fascia=1.6, perirenal_fat=1.15, liver=0.9,
+             spleen=1.0, capsule=1.6, fluid=0.03, rib=2.0)
 
 
 @dataclass

@@ -77,18 +77,15 @@ def _node(slicer, volume: Volume, name: str):
 
 def check_segmentation_node(slicer, segmentation_node, volume_node) -> np.ndarray:
     """The checks every result passes; returns the kidney mask on the input's grid."""
-    import vtk
-
     from SegTuneCore.mrml import labels_from_segmentation_node
 
-    from .logic import KIDNEY_TERMINOLOGY, TERMINOLOGY_TAG
+    from .logic import KIDNEY_TERMINOLOGY, terminology_entry
 
     segmentation = segmentation_node.GetSegmentation()
     assert segmentation.GetNumberOfSegments() == 1, "expected exactly one segment"
     segment = segmentation.GetNthSegment(0)
     assert segment.GetName() == "Kidney", segment.GetName()
-    tag = vtk.mutable("")
-    assert segment.GetTag(TERMINOLOGY_TAG, tag) and str(tag) == KIDNEY_TERMINOLOGY, "missing terminology entry"
+    assert terminology_entry(segment) == KIDNEY_TERMINOLOGY, "missing terminology entry"
     hierarchy = slicer.mrmlScene.GetSubjectHierarchyNode()
     parent = hierarchy.GetItemParent(hierarchy.GetItemByDataNode(segmentation_node))
     assert parent == hierarchy.GetItemParent(hierarchy.GetItemByDataNode(volume_node)), "not next to the input"
