@@ -166,7 +166,7 @@ class _BOSelector:
     def __init__(self, space: Space, seed: int = 0, *, max_budget: float = 27, min_budget: float = 1,
                  acquisition: str = "ei", n_candidates: int = 512, n_local: int = 256,
                  failure_policy: str = "drop", max_enumerate: int = 200_000, n_restarts: int = 3,
-                 max_fit_points: int = 400, refit_every: int = 10, refit_fraction: float = 0.1):
+                 max_fit_points: int = 400, refit_every: int = 1, refit_fraction: float = 0.1):
         self.space = space
         self.max_budget, self.min_budget = max_budget, min_budget
         self.acquisition = acquisition

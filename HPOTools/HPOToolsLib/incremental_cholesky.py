@@ -12,8 +12,8 @@ an old one without noise):
     L(n+k)⁻¹ = [[L(n)⁻¹, 0], [−L(k)⁻¹ C L(n)⁻¹, L(k)⁻¹]]                (2.19)
 
 Cost O(n²k) instead of O((n+k)³). The leading n×n blocks never change, so ``truncate(n)`` undoes
-appends exactly (used to drop constant-liar fantasies). Storage grows by doubling, so an append does
-not copy the n² matrices.
+appends exactly (used to drop constant-liar fantasies). Storage grows geometrically (by a quarter),
+so an append does not usually copy the n² matrices.
 """
 
 from __future__ import annotations
@@ -53,26 +53,42 @@ class IncrementalCholesky:
         capacity = self._L.shape[0]
         if size <= capacity:
             return
-        new_capacity = max(size, 2 * capacity)
+        new_capacity = max(size, capacity + max(64, capacity // 4))
         for attr in ("_L", "_Linv"):
             grown = np.zeros((new_capacity, new_capacity))
             grown[:self.n, :self.n] = getattr(self, attr)[:self.n, :self.n]
             setattr(self, attr, grown)
 
+    def inverse_product(self, B: np.ndarray) -> np.ndarray:
+        """B L⁻ᵀ, i.e. the rows (L⁻¹ bᵢ)ᵀ: the GP's predictive variances need it for every candidate.
+        L⁻¹ is lower triangular, so column block j of the result only needs the first columns of B
+        up to the end of block j: about half the flops of a plain product, with no copy of L⁻¹."""
+        n = self.n
+        n_blocks = min(8, max(1, n // 128))
+        if n_blocks == 1:
+            return B @ self.L_inv.T
+        out = np.empty((B.shape[0], n))
+        edges = np.linspace(0, n, n_blocks + 1).astype(int)
+        for start, stop in zip(edges[:-1], edges[1:]):
+            out[:, start:stop] = B[:, :stop] @ self._Linv[start:stop, :stop].T
+        return out
+
     def schur(self, K_new_old: np.ndarray, K_new_new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """C = K(k,n) L(n)⁻ᵀ and the Schur complement K(k,k) − C Cᵀ (also the GP's predictive
         covariance of the new points, which the refit policy uses for free)."""
-        C = K_new_old @ self.L_inv.T
+        C = self.inverse_product(K_new_old)
         return C, K_new_new - C @ C.T
 
-    def append(self, K_new_old: np.ndarray, K_new_new: np.ndarray) -> None:
-        """Append k points: ``K_new_old`` is K(k,n) (shape (k, n)), ``K_new_new`` is K(k,k)."""
+    def append(self, K_new_old: np.ndarray, K_new_new: np.ndarray,
+               schur: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """Append k points: ``K_new_old`` is K(k,n) (shape (k, n)), ``K_new_new`` is K(k,k);
+        ``schur``: the result of ``schur(K_new_old, K_new_new)`` if the caller already has it."""
         k = K_new_new.shape[0]
         if K_new_old.shape != (k, self.n):
             raise ValueError(f"K_new_old must have shape ({k}, {self.n}), got {K_new_old.shape}")
         if k == 0:
             return
-        C, S = self.schur(K_new_old, K_new_new)
+        C, S = schur if schur is not None else self.schur(K_new_old, K_new_new)
         try:
             Lk = cholesky(S, lower=True, check_finite=True)
         except np.linalg.LinAlgError as exc:

@@ -142,8 +142,8 @@ def run(args) -> int:
         table = _table(name)
         n = len(table)
         masks = goal_masks(table.losses)
-        rng = np.random.default_rng(args.seed)
-        starts = np.arange(n) if n <= args.starts else np.sort(rng.choice(n, args.starts, replace=False))
+        # A seeded permutation: --starts k uses its first k models, so a larger k reuses the cached runs.
+        starts = np.random.default_rng(args.seed).permutation(n)[:args.starts]
         keys = {int(s): f"{name}/start{int(s)}/max{args.max_draws}/seed{args.seed}" for s in starts}
         todo = [s for s, k in keys.items() if k not in cache]
         if todo:

@@ -21,7 +21,8 @@ Options: ``kernel`` ("matern52" | "se"), ``acquisition`` ("ei" | "pi"), ``xi`` (
 ``n_initial`` (random trials before the GP, default d + 1 capped to 10), ``failure_policy``
 ("drop" | "penalise" | "feasibility"), ``penalty``, ``fits`` (callable params -> bool: static
 memory estimate; configurations that do not fit are never proposed), ``refit_every``,
-``refit_fraction``, ``n_restarts``, ``max_fit_points``.
+``refit_fraction``, ``n_restarts``, ``max_fit_points`` (see ``gp``), ``incremental`` (False: refactorise
+from scratch at every update, the baseline of the latency benchmark).
 """
 
 from __future__ import annotations
@@ -65,8 +66,9 @@ class BOSampler(Sampler):
                  xi: float = 0.0, n_initial: int | None = None, batch: str = "liar", liar: str = "max",
                  failure_policy: str = "feasibility", penalty: float | None = None,
                  fits: Callable[[dict], bool] | None = None, n_candidates: int = 256, n_local: int = 128,
-                 n_refine: int = 64, max_enumerate: int = 200_000, refit_every: int = 10,
-                 refit_fraction: float = 0.1, n_restarts: int = 3, max_fit_points: int = 400):
+                 n_refine: int = 64, max_enumerate: int = 200_000, refit_every: int = 1,
+                 refit_fraction: float = 0.1, n_restarts: int = 3, max_fit_points: int = 400,
+                 incremental: bool = True):
         super().__init__(space, seed)
         if batch not in ("liar", "sample"):
             raise ValueError(f"unknown batch strategy {batch!r} (expected 'liar' or 'sample')")
@@ -78,8 +80,10 @@ class BOSampler(Sampler):
         self.failures = FailurePolicy(failure_policy, penalty=penalty)
         self.fits = fits
         self.n_candidates, self.n_local, self.n_refine = n_candidates, n_local, n_refine
-        self.gp = GaussianProcess(kernel, n_restarts=n_restarts, max_fit_points=max_fit_points, seed=seed,
-                                  refit=RefitPolicy(every=refit_every, fraction=refit_fraction))
+        self._gp_options = dict(kernel=kernel, n_restarts=n_restarts, max_fit_points=max_fit_points, seed=seed,
+                                refit=RefitPolicy(every=refit_every, fraction=refit_fraction),
+                                incremental=incremental)
+        self.gp = GaussianProcess(**self._gp_options)
         self._random = RandomSampler(self.space, seed, max_enumerate=max_enumerate)
         self._finite = None
         if self.space.is_finite and self.space.size <= max_enumerate:
@@ -89,8 +93,7 @@ class BOSampler(Sampler):
 
     def _reset(self):
         self._encoded = []
-        self.gp = GaussianProcess(self.gp.kernel, n_restarts=self.gp.n_restarts,
-                                  max_fit_points=self.gp.max_fit_points, seed=self.seed, refit=self.gp.refit_policy)
+        self.gp = GaussianProcess(**self._gp_options)
 
     def _on_tell(self, trial):
         self._encoded.append(self.space.encode(trial.params))
