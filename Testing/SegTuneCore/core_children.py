@@ -73,6 +73,7 @@ def slow_install(reporter: ProgressReporter, store: str, folder: str, chunk_seco
                 reporter.progress(done / size, "copying")
                 time.sleep(float(chunk_seconds))
         reporter.log("copied")
+        time.sleep(float(chunk_seconds) * 50)  # a window to be killed in, before verification and rename
         return target
 
     shutil.copy2 = slow_copy
