@@ -121,9 +121,10 @@ class TransferUNet(nn.Module):
         return sum(p.numel() for m in self.added_modules() for p in m.parameters())
 
     def transform(self, image: torch.Tensor) -> torch.Tensor:
-        """G [B, 4, 4] in voxel coordinates predicted for image."""
+        """G [B, 4, 4] in voxel coordinates predicted for image (fp32, also under autocast)."""
         params = self.geometric(image)
-        return transforms.matrix_from_parameters(params, transforms.grid_centre(image.shape[2:]))
+        with torch.autocast(image.device.type, enabled=False):
+            return transforms.matrix_from_parameters(params.float(), transforms.grid_centre(image.shape[2:]))
 
     def _segment(self, image: torch.Tensor) -> torch.Tensor:
         after_sampling = None if self.fixed is None else (lambda index, x: self.fixed[index](x))
@@ -133,8 +134,11 @@ class TransferUNet(nn.Module):
         if self.geometric is None:
             return self._segment(image)
         g = self.transform(image)
-        moved = transforms.warp(image.float(), g).to(image.dtype)
-        return transforms.warp(self._segment(moved), transforms.inverse(g))
+        with torch.autocast(image.device.type, enabled=False):
+            moved = transforms.warp(image.float(), g)
+        probabilities = self._segment(moved)
+        with torch.autocast(image.device.type, enabled=False):
+            return transforms.warp(probabilities.float(), transforms.inverse(g))
 
     def architecture(self) -> dict:
         return {"name": ARCHITECTURE, "base": self.base.config.to_dict(), **asdict(self.config)}

@@ -83,3 +83,17 @@ def test_architecture_round_trips():
 def test_a_transfer_model_needs_a_layer():
     with pytest.raises(ValueError):
         transfer.TransferConfig(geometric=False, intensity=False)
+
+
+def test_transfer_model_runs_under_bf16_autocast_and_channels_last():
+    base = _base()
+    model = transfer.TransferUNet(base, CONFIGS["geometric+intensity"]).eval()
+    with torch.no_grad():
+        model.geometric.parameters_head.bias.copy_(torch.tensor([1.0, -1.0, 0.5, 0.1, 0.0, -0.1, 0.1, 0.0, 0.0]))
+        x = torch.randn(1, 1, 24, 24, 24)
+        reference = model(x)
+        fast = model.to(memory_format=torch.channels_last_3d)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            reduced = fast(x.contiguous(memory_format=torch.channels_last_3d))
+    assert reduced.dtype == torch.float32 and torch.isfinite(reduced).all()
+    assert (reduced - reference).abs().max() < 0.05
