@@ -6,6 +6,7 @@ a QTimer, so the GUI never freezes and Cancel stops the whole process tree. torc
 imported by those children and by the Logic when it runs in-process.
 """
 
+import importlib
 import os
 import shutil
 import sys
@@ -27,6 +28,8 @@ from MRIFieldOfViewLib.logic import FieldOfViewLogic
 
 TASK = "MRIFieldOfView.slice-classifier"
 DEFAULT_MODEL_LABEL = "default (active, else bundled)"
+# import name -> requirement; Slicer's own numpy, scipy, SimpleITK and vtk are never touched.
+DEPENDENCIES = {"torch": "torch", "safetensors": "safetensors>=0.4", "psutil": "psutil>=5.9"}
 
 
 class MRIFieldOfView(ScriptedLoadableModule):
@@ -59,6 +62,25 @@ class MRIFieldOfViewParameterNode:
     trainingPhantoms: Annotated[int, WithinRange(4, 10000)] = 60
     trainingEpochs: Annotated[int, WithinRange(1, 1000)] = 10
     trainingDevice: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
+
+
+def ensureDependencies():
+    """True when torch & co. are importable, installing them after the user agreed if needed."""
+    missing = [name for name in DEPENDENCIES if importlib.util.find_spec(name) is None]
+    if not missing:
+        return True
+    if not slicer.util.confirmOkCancelDisplay(
+            f"MRI Field of View needs the Python packages {', '.join(missing)} (torch is several hundred MB). Install them now?"):
+        return False
+    requirements = [DEPENDENCIES[name] for name in missing]
+    try:  # Slicer >= 5.12: progress, constraints that keep Slicer's own packages
+        packaging = importlib.import_module("slicer.packaging")
+    except ImportError:
+        slicer.util.pip_install(requirements)
+    else:
+        packaging.pip_ensure(requirements, requester="MRI Field of View")
+    importlib.invalidate_caches()
+    return all(importlib.util.find_spec(name) is not None for name in missing)
 
 
 def childEnvironment():
@@ -180,6 +202,8 @@ class MRIFieldOfViewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._localizeJob[0].cancel()
             self.finishLocalize("Cancelled.")
             return
+        if not ensureDependencies():
+            return
         with slicer.util.tryWithErrorDisplay("Failed to start the localization.", waitCursor=True):
             from SegTuneCore.process import PythonModuleProcess
 
@@ -240,7 +264,7 @@ class MRIFieldOfViewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def showResults(self, nodes):
         self.ui.resultsTableView.setMRMLTableNode(nodes.regions_table)
         self.ui.showPlotButton.enabled = True
-        slicer.util.setSliceViewerLayers(background=self._parameterNode.inputVolume)
+        self.onShowPlot()
 
     def onShowPlot(self):
         if self.lastNodes:
@@ -252,6 +276,8 @@ class MRIFieldOfViewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._trainingJob:
             self._trainingJob[0].cancel()
             self.finishTraining("Training cancelled.")
+            return
+        if not ensureDependencies():
             return
         with slicer.util.tryWithErrorDisplay("Failed to start the training.", waitCursor=True):
             from SegTuneCore.process import PythonModuleProcess
