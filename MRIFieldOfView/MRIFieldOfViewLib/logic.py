@@ -122,12 +122,19 @@ class FieldOfViewLogic:
 
     def _new_table(self, name: str, columns):
         table_node = self.slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", name)
-        table_node.SetUseColumnTitleAsColumnHeader(True)
         for column_name, array_class in columns:
             column = array_class()
             column.SetName(column_name)
             table_node.AddColumn(column)
+        self._show_column_names(table_node)
         return table_node
+
+    @staticmethod
+    def _show_column_names(table_node) -> None:
+        for index in range(table_node.GetNumberOfColumns()):
+            name = table_node.GetColumnName(index)
+            table_node.SetColumnTitle(name, name)
+        table_node.SetUseColumnTitleAsColumnHeader(True)
 
     def _regions_table(self, document: dict, name: str):
         import vtk
@@ -158,6 +165,7 @@ class FieldOfViewLogic:
             names += [f"{region} raw", region]
         table_node = self.slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", name)
         self.slicer.util.updateTableFromArray(table_node, np.stack(columns, axis=1), names)
+        self._show_column_names(table_node)
         return table_node
 
     def _chart(self, probabilities_table, name: str):

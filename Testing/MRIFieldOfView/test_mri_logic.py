@@ -107,3 +107,19 @@ def test_lps_and_ras_files_give_the_same_nodes_and_regions(slicer_runtime, tmp_p
 def test_logic_reuses_a_loaded_model(slicer_runtime, standin_model):
     logic = FieldOfViewLogic()
     assert logic.load_model(standin_model, "cpu") is logic.load_model(standin_model, "cpu")
+
+
+def test_tables_show_their_column_names_as_headers(slicer_runtime):
+    volume = small_volume()
+    node = selftest.node_in_study(volume, "input")
+    n = volume.array.shape[0]
+    document = {"regions": [], "slice_axis": "k", "slice_probabilities": np.full((n, 6), 1 / 6).tolist(),
+                "smoothed_probabilities": np.full((n, 6), 1 / 6).tolist(),
+                "slice_positions_mm": np.arange(n, dtype=float).tolist()}
+    nodes = FieldOfViewLogic().show_result(node, document)
+    for table in (nodes.regions_table, nodes.probabilities_table):
+        assert table.GetUseColumnTitleAsColumnHeader()
+        assert all(table.GetColumnTitle(table.GetColumnName(c)) == table.GetColumnName(c)
+                   for c in range(table.GetNumberOfColumns()))
+    assert nodes.regions_table.GetNumberOfRows() == 0
+    assert nodes.segmentation.GetSegmentation().GetNumberOfSegments() == 0
