@@ -42,21 +42,17 @@ def _numpy_to_matrix(array: np.ndarray):
 
 
 @contextlib.contextmanager
-def _vtk_log_limited(verbosity: str = "VERBOSITY_OFF") -> Iterator[None]:
+def _vtk_errors_captured() -> Iterator[None]:
+    # MRML readers report failures through VTK's log as multi-line C++ messages; callers turn a
+    # failed read into one clear SegTuneError instead.
     import vtk
 
     previous = vtk.vtkLogger.GetCurrentVerbosityCutoff()
-    vtk.vtkLogger.SetStderrVerbosity(getattr(vtk.vtkLogger, verbosity))
+    vtk.vtkLogger.SetStderrVerbosity(vtk.vtkLogger.VERBOSITY_OFF)
     try:
         yield
     finally:
         vtk.vtkLogger.SetStderrVerbosity(previous)
-
-
-def _vtk_errors_captured():
-    # MRML readers report failures through VTK's log as multi-line C++ messages; callers turn a
-    # failed read into one clear SegTuneError instead.
-    return _vtk_log_limited("VERBOSITY_OFF")
 
 
 @contextlib.contextmanager
@@ -186,26 +182,46 @@ def save_node(node, path: str | os.PathLike) -> Path:
 
 def segmentation_node_from_labels(labels: np.ndarray, segments: Sequence[Segment], reference_volume_node,
                                   name: str, *, node=None):
-    """Segments from a label array on the reference volume's grid; names and colours kept."""
+    """Segments from a label array on the reference volume's grid; names, colours, label values
+    and order kept; segment IDs are the names. Voxels of labels without a segment stay empty."""
     slicer = _slicer()
     labels = np.asarray(labels)
     ref_shape = slicer.util.arrayFromVolume(reference_volume_node).shape
     if labels.shape != ref_shape:
         raise SegTuneError(f"label array shape {labels.shape} does not match the reference volume {ref_shape}")
+    values = [int(segment.label_value) for segment in segments]
+    if len(set(values)) != len(values) or any(v <= 0 or v > 65535 for v in values):
+        raise SegTuneError("segment label values must be distinct integers in 1..65535")
     if node is None:
         node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
         node.CreateDefaultDisplayNodes()
     else:
         node.GetSegmentation().RemoveAllSegments()
     node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume_node)
+    segmentation = node.GetSegmentation()
+    # All segments in one shared labelmap holding the label values themselves (as Slicer does
+    # when it imports a labelmap). Importing each segment's mask instead would put every segment
+    # in a layer of its own with label value 1, and the original values would be lost.
     for segment in segments:
-        segment_id = node.GetSegmentation().AddEmptySegment(segment.name, segment.name, list(segment.color))
-        node.GetSegmentation().GetSegment(segment_id).SetLabelValue(int(segment.label_value))
-        mask = (labels == segment.label_value).astype(np.uint8)
-        # Headless, the temporary labelmap node of each update warns that the GenericColors table
-        # (a colour file slicer-core lacks) is missing: one useless line per segment. Errors stay.
-        with _vtk_log_limited("VERBOSITY_ERROR"):
-            slicer.util.updateSegmentBinaryLabelmapFromArray(mask, node, segment_id, reference_volume_node)
+        segment_id = segmentation.AddEmptySegment(segment.name, segment.name, list(segment.color))
+        segmentation.GetSegment(segment_id).SetLabelValue(int(segment.label_value))
+    if not segments:
+        return node
+    kept = np.where(np.isin(labels, values), labels, 0).astype(np.uint8 if max(values) <= 255 else np.uint16)
+    reference = volume_from_node(reference_volume_node)
+    labelmap_node = node_from_volume(reference.with_array(kept), f"{name} labels",
+                                     class_name="vtkMRMLLabelMapVolumeNode")
+    try:
+        image = slicer.vtkSlicerSegmentationsModuleLogic.CreateOrientedImageDataFromVolumeNode(labelmap_node)
+    finally:
+        slicer.mrmlScene.RemoveNode(labelmap_node)
+    representation = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
+    shared = segmentation.GetSegment(segmentation.GetNthSegmentID(0)).GetRepresentation(representation)
+    if segmentation.GetNumberOfLayers() != 1 or shared is None:
+        raise SegTuneError("could not create a shared labelmap for the segments")
+    shared.DeepCopy(image)
+    shared.Modified()
+    segmentation.Modified()
     return node
 
 
