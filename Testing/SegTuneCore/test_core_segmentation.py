@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from SegTuneCore import geometry, mrml
+from SegTuneCore.errors import SegTuneError
 from SegTuneCore.geometry import Segment, Volume
 
 from core_testdata import generated_labels
@@ -27,8 +28,7 @@ def segments_for(labels: np.ndarray, seed: int = 0) -> list[Segment]:
 
 
 def assert_same_segments(actual_labels, actual_segments, expected_labels, expected_segments) -> None:
-    # Label values may be renumbered by a reader; compare through the segment names.
-    assert [s.name for s in actual_segments] == [s.name for s in expected_segments]
+    assert [(s.name, s.label_value) for s in actual_segments] == [(s.name, s.label_value) for s in expected_segments]
     for got, want in zip(actual_segments, expected_segments):
         np.testing.assert_allclose(got.color, want.color, atol=COLOR_TOLERANCE, err_msg=want.name)
         np.testing.assert_array_equal(actual_labels == got.label_value, expected_labels == want.label_value,
@@ -75,3 +75,31 @@ def test_generated_labels_on_oblique_anisotropic_grids(slicer_runtime, tmp_path,
                 Segment("pelvis", 3, (1.0, 1.0, 0.0))]
     assert all(np.any(labels.array == s.label_value) for s in segments)
     check_segmentation_round_trips(slicer_runtime, labels, segments, reference, tmp_path)
+
+
+def test_label_values_order_and_empty_segments_are_kept(slicer_runtime, tmp_path):
+    labels = generated_labels("LSA")
+    array = labels.array.copy()
+    array[array == 2] = 200  # gaps and a large value, as in TotalSegmentator's label maps
+    array[0, 0, :3] = 9      # a label no segment names: it must not appear anywhere
+    labels = labels.with_array(array)
+    segments = [Segment("pelvis", 3, (1.0, 1.0, 0.0)), Segment("cortex", 1, (0.9, 0.1, 0.2)),
+                Segment("medulla", 200, (0.25, 0.5, 0.75)), Segment("cyst", 42, (0.0, 0.0, 1.0))]
+    reference = slicer_runtime.util.addVolumeFromArray(array.astype(np.int16), labels.ijk_to_ras, "reference")
+    expected = np.where(np.isin(array, [3, 1, 200]), array, 0)
+    node = None
+    for _ in range(2):  # creating, then refilling the same node
+        node = mrml.segmentation_node_from_labels(array, segments, reference, "labels", node=node)
+        segmentation = node.GetSegmentation()
+        assert [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())] == \
+            [s.name for s in segments]
+        got, got_segments = mrml.labels_from_segmentation_node(node, reference)
+        assert got_segments == [Segment(s.name, s.label_value, tuple(float(c) for c in s.color)) for s in segments]
+        np.testing.assert_array_equal(got, expected)
+    path = mrml.save_node(node, tmp_path / "labels.seg.nrrd")
+    read, read_segments = geometry.read_segmentation(path)
+    assert [(s.name, s.label_value) for s in read_segments] == [(s.name, s.label_value) for s in segments]
+    np.testing.assert_array_equal(geometry.resample_to_reference(read.array, read.ijk_to_ras, labels, order=0), expected)
+    with pytest.raises(SegTuneError, match="distinct"):
+        mrml.segmentation_node_from_labels(array, [Segment("a", 1, (1, 0, 0)), Segment("b", 1, (0, 1, 0))],
+                                           reference, "bad")
