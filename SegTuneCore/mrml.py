@@ -226,7 +226,8 @@ def segmentation_node_from_labels(labels: np.ndarray, segments: Sequence[Segment
 
 
 def labels_from_segmentation_node(node, reference_volume_node) -> tuple[np.ndarray, list[Segment]]:
-    """A uint8 label array on the reference grid and the segments (label value, name, colour)."""
+    """A label array on the reference grid (uint8; uint16 when a label value exceeds 255) and the
+    segments (label value, name, colour)."""
     slicer = _slicer()
     segmentation = node.GetSegmentation()
     shape = slicer.util.arrayFromVolume(reference_volume_node).shape
@@ -240,6 +241,8 @@ def labels_from_segmentation_node(node, reference_volume_node) -> tuple[np.ndarr
         if value <= 0 or value in used:
             value = max(used, default=0) + 1
         used.add(value)
+        if value > np.iinfo(labels.dtype).max:
+            labels = labels.astype(np.uint16)
         mask = slicer.util.arrayFromSegmentBinaryLabelmap(node, segment_id, reference_volume_node)
         labels[mask > 0] = value
         segments.append(Segment(segment.GetName(), value, tuple(float(c) for c in segment.GetColor())))
