@@ -103,3 +103,14 @@ def test_label_values_order_and_empty_segments_are_kept(slicer_runtime, tmp_path
     with pytest.raises(SegTuneError, match="distinct"):
         mrml.segmentation_node_from_labels(array, [Segment("a", 1, (1, 0, 0)), Segment("b", 1, (0, 1, 0))],
                                            reference, "bad")
+
+
+def test_label_values_above_255(slicer_runtime):
+    labels = generated_labels("RAS")
+    array = labels.array.astype(np.uint16) * 1000  # FreeSurfer-like values: 1000, 2000, 3000
+    reference = mrml.node_from_volume(labels.with_array(array.astype(np.int16)), "reference")
+    segments = [Segment(f"region {v}", v, (0.5, 0.5, 0.5)) for v in (1000, 2000, 3000)]
+    node = mrml.segmentation_node_from_labels(array, segments, reference, "regions")
+    got, got_segments = mrml.labels_from_segmentation_node(node, reference)
+    assert got.dtype == np.uint16 and [s.label_value for s in got_segments] == [1000, 2000, 3000]
+    np.testing.assert_array_equal(got, array)
