@@ -36,6 +36,7 @@ PARAMETER_NAMES = ("tx", "ty", "tz", "rx", "ry", "rz", "log_sx", "log_sy", "log_
 # Head output -> parameter units (voxels, radians, log scale): one unit of output is a plausible
 # range of each, so Adam's step size suits them all.
 PARAMETER_SCALE = (4.0, 4.0, 4.0, 0.25, 0.25, 0.25, 0.25, 0.25, 0.25)
+FIELD_SCALE = 4.0  # field head output -> template voxels (the mean and Gaussian filters shrink it)
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,7 @@ class LocalBranch(nn.Module):
         v = self.field_conv(features).float()
         v = F.avg_pool3d(v, 3, stride=1, padding=1, count_include_pad=False)
         v = F.interpolate(v, size=self.shape, mode="trilinear", align_corners=transforms.ALIGN_CORNERS)
-        return smooth(v, self.kernel)
+        return FIELD_SCALE * smooth(v, self.kernel)
 
 
 def voxel_grid(shape: Sequence[int], dtype=torch.float32, device=None) -> torch.Tensor:
@@ -288,3 +289,79 @@ class TemplateNet(nn.Module):
     @classmethod
     def from_architecture(cls, architecture: dict) -> "TemplateNet":
         return cls(TemplateConfig.from_dict(architecture))
+
+
+# --- inference ----------------------------------------------------------------------------------
+
+class TemplateSegmenter:
+    """cube (the network frame, any multiple of the template's shape) -> (probability cube, info).
+
+    info: folded_fraction (share of voxels where det ∂ψ/∂p <= 0), min_jacobian, components (of
+    the probability >= 0.5 mask), the 9 global parameters by name, the template kind.
+    """
+
+    precision = "fp32"
+
+    def __init__(self, network: TemplateNet, meta: dict, device: torch.device):
+        self.network = network.to(device).eval()
+        self.meta = meta
+        self.device = device
+
+    def __call__(self, cube) -> tuple["np.ndarray", dict]:
+        import numpy as np
+        from scipy import ndimage
+
+        from SegTuneCore.errors import SegTuneError
+
+        cube = np.asarray(cube)
+        shape = self.network.config.template_shape
+        if cube.ndim != 3:
+            raise SegTuneError(f"the network takes a 3D cube, got shape {cube.shape}")
+        factors = {n // m for n, m in zip(cube.shape, shape)}
+        if len(factors) != 1 or any(n % m for n, m in zip(cube.shape, shape)) or 0 in factors:
+            raise SegTuneError(f"cube {cube.shape} is not a whole multiple of the template's {shape}")
+        if not np.isfinite(cube).all():
+            raise SegTuneError("the cube contains NaN or infinite values")
+        factor = factors.pop()
+        x = torch.from_numpy(np.ascontiguousarray(cube, dtype=np.float32))[None, None].to(self.device)
+        with torch.inference_mode():
+            if factor > 1:
+                x = F.avg_pool3d(x, factor)
+            deformation = self.network.deform(x)
+            det = jacobian_determinant(deformation.grid)
+            probabilities = deformation.probabilities
+            if factor > 1:
+                probabilities = F.interpolate(probabilities, size=cube.shape, mode="trilinear",
+                                              align_corners=transforms.ALIGN_CORNERS)
+        probability = probabilities[0, 0].float().cpu().numpy()
+        info = {
+            "folded_fraction": float((det <= 0).float().mean()),
+            "min_jacobian": float(det.min()),
+            "components": int(ndimage.label(probability >= 0.5)[1]),
+            "parameters": dict(zip(PARAMETER_NAMES, (round(v, 6) for v in deformation.parameters[0].tolist()))),
+            "template": self.network.config.template_kind,
+        }
+        return probability, info
+
+
+def load_template_segmenter(entry_or_folder, device: torch.device | str = "cpu") -> TemplateSegmenter:
+    """entry_or_folder: a SegTuneCore.models.ModelEntry or a model folder; checksum, task and
+    architecture are verified before any tensor is used."""
+    from pathlib import Path
+
+    from SegTuneCore.device import select_device
+    from SegTuneCore.errors import SegTuneError
+    from SegTuneCore.models import load_model
+
+    from .inference import TASK
+
+    if isinstance(device, str):
+        device = select_device(device)
+    folder = Path(getattr(entry_or_folder, "path", entry_or_folder))
+    tensors, meta = load_model(folder, task=TASK, architecture=ARCHITECTURE)
+    try:
+        network = TemplateNet.from_architecture(meta["architecture"])
+        network.load_state_dict(tensors, strict=True)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise SegTuneError(f"{folder}: weights do not match the architecture in model.json ({str(exc).splitlines()[0]})") from None
+    return TemplateSegmenter(network, meta, device)

@@ -6,8 +6,10 @@
   principal axes and the spread along them) onto a common frame, the aligned masks are averaged
   and the mean shape is where at least half of them agree (largest component, holes filled).
 
-A template is a float32 cube in [0, 1]: the binary shape lightly smoothed (σ = 1 voxel) so its
-0.5 level set is the shape's boundary and the warp has a gradient a voxel either side of it.
+A template is a float32 cube in (0, 1), an implicit shape as in §4.3: the logistic of the signed
+distance to the boundary (voxels, positive inside, the boundary half-way between voxel centres),
+so thresholding it at 0.5 returns the mask exactly and the warp has a gradient a few voxels either
+side of the boundary (a plainly blurred mask would shrink small kidneys at 0.5).
 The template is stored with the model (a buffer of TemplateNet, inside weights.safetensors).
 """
 
@@ -20,12 +22,14 @@ from scipy import ndimage
 
 from SegTuneCore.errors import SegTuneError
 
-TEMPLATE_SIGMA = 1.0
+TEMPLATE_WIDTH = 1.0  # voxels of signed distance per unit of logit
 KINDS = ("mask", "mean")
 
 
 def soft_template(mask: np.ndarray) -> np.ndarray:
-    return ndimage.gaussian_filter(np.asarray(mask, dtype=np.float32), TEMPLATE_SIGMA).astype(np.float32)
+    mask = np.asarray(mask, dtype=bool)
+    signed = np.where(mask, ndimage.distance_transform_edt(mask) - 0.5, 0.5 - ndimage.distance_transform_edt(~mask))
+    return (1.0 / (1.0 + np.exp(-signed / TEMPLATE_WIDTH))).astype(np.float32)
 
 
 def mask_template(label: np.ndarray) -> np.ndarray:

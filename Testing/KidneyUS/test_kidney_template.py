@@ -1,0 +1,294 @@
+"""Template deformation segmenter (thesis §4.4): the warp layer, G, the Jacobian, templates, model store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from KidneyUSLib import template_net as tn
+from KidneyUSLib import templates, training, transforms, unet
+from KidneyUSLib.template_training import (TemplateTrainSettings, augment, downsample, evaluate_cases,
+                                           train_template)
+
+torch.set_num_threads(1)
+SHAPE = (40, 40, 40)
+
+
+@pytest.fixture(scope="module")
+def phantoms():
+    """Two adults and one child, 40^3 (4 mm cubes averaged by 2)."""
+    return (downsample(training.generated_set("adult", 2, first_seed=500), 2),
+            downsample(training.generated_set("child", 1, first_seed=500), 2))
+
+
+@pytest.fixture(scope="module")
+def kidney(phantoms):
+    return phantoms[0].labels[0]
+
+
+def dice(a, b) -> float:
+    a, b = np.asarray(a) > 0, np.asarray(b) > 0
+    return 2 * (a & b).sum() / (a.sum() + b.sum())
+
+
+# --- numpy reference for G (independent of transforms.py) ---------------------------------------
+
+def numpy_g(params, centre) -> np.ndarray:
+    """T·C+·Rz·Ry·Rx·S·C− built directly from the thesis' matrices (eq. 4.8), x y z order."""
+    tx, ty, tz, rx, ry, rz, lx, ly, lz = params
+
+    def h(m3=None, t=(0, 0, 0)):
+        m = np.eye(4)
+        if m3 is not None:
+            m[:3, :3] = m3
+        m[:3, 3] = t
+        return m
+
+    c, s = np.cos, np.sin
+    rot_x = h(np.array([[1, 0, 0], [0, c(rx), -s(rx)], [0, s(rx), c(rx)]]))
+    rot_y = h(np.array([[c(ry), 0, -s(ry)], [0, 1, 0], [s(ry), 0, c(ry)]]))
+    rot_z = h(np.array([[c(rz), -s(rz), 0], [s(rz), c(rz), 0], [0, 0, 1]]))
+    scale = h(np.diag(np.exp([lx, ly, lz])))
+    return h(t=(tx, ty, tz)) @ h(t=centre) @ rot_z @ rot_y @ rot_x @ scale @ h(t=-np.asarray(centre))
+
+
+def numpy_pull(template: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """out(p) = template(G·p) with scipy, converting x y z to array (z, y, x) order."""
+    flip = np.eye(4)[[2, 1, 0, 3]]
+    m = flip @ g @ flip
+    return ndimage.affine_transform(template, m[:3, :3], m[:3, 3], order=1, mode="grid-constant", cval=0.0)
+
+
+TRUE_PARAMS = (1.5, -1.0, 2.0, 0.12, -0.08, 0.2, 0.12, -0.1, 0.06)
+
+
+# --- identity ------------------------------------------------------------------------------------
+
+def test_identity_parameters_and_zero_field_return_the_template(kidney):
+    template = torch.from_numpy(templates.mask_template(kidney))
+    identity = torch.eye(4, dtype=torch.float64)[None]
+    zero = torch.zeros((1, 3, *SHAPE), dtype=torch.float64)
+    warped, grid = tn.warp_template(template.double()[None, None], identity, zero)
+    assert torch.equal(grid, tn.voxel_grid(SHAPE, torch.float64)[None])
+    assert torch.allclose(warped[0, 0], template.double(), atol=1e-12, rtol=0)
+    # a fresh network (zero-initialised heads) is the identity, in float32
+    net = tn.TemplateNet(tn.TemplateConfig(width=2, template_shape=SHAPE, global_width=4), template).eval()
+    with torch.inference_mode():
+        d = net.deform(torch.randn(2, 1, *SHAPE))
+    assert torch.count_nonzero(d.parameters) == 0 and torch.count_nonzero(d.displacement) == 0
+    assert (d.probabilities - template).abs().max() < 1e-5
+
+
+# --- G on a phantom ------------------------------------------------------------------------------
+
+def test_warp_with_true_parameters_matches_an_independent_resampling(kidney):
+    template = templates.mask_template(kidney)
+    centre = transforms.grid_centre(SHAPE)
+    g = numpy_g(TRUE_PARAMS, centre)
+    params = torch.tensor([TRUE_PARAMS], dtype=torch.float64)
+    assert np.allclose(transforms.matrix_from_parameters(params, centre)[0].numpy(), g, atol=1e-12)
+    warped, _ = tn.warp_template(torch.from_numpy(template).double()[None, None], torch.from_numpy(g)[None], None)
+    assert np.abs(warped[0, 0].numpy() - numpy_pull(template, g)).max() < 1e-6
+
+
+def test_known_transform_of_a_phantom_is_recovered_by_g(kidney):
+    """The network replaced by 9 free parameters: gradient descent from the identity on the squared
+    difference to the template moved by known parameters finds those parameters."""
+    template = torch.from_numpy(templates.mask_template(kidney))[None, None]
+    centre = transforms.grid_centre(SHAPE)
+    truth = torch.tensor([TRUE_PARAMS], dtype=torch.float32)
+    target = tn.warp_template(template, transforms.matrix_from_parameters(truth, centre), None)[0]
+    units = torch.tensor([1.0, 1.0, 1.0, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1])  # voxels vs radians / log scales
+    raw = torch.zeros(1, 9, requires_grad=True)
+    optimiser = torch.optim.Adam([raw], lr=0.05)
+    for _ in range(300):
+        warped, _ = tn.warp_template(template, transforms.matrix_from_parameters(raw * units, centre), None)
+        loss = (warped - target).pow(2).mean()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    found = (raw * units).detach()
+    recovered = tn.warp_template(template, transforms.matrix_from_parameters(found, centre), None)[0]
+    assert dice(recovered[0, 0] >= 0.5, target[0, 0] >= 0.5) > 0.97
+    found = found[0].numpy()
+    assert np.abs(found[:3] - TRUE_PARAMS[:3]).max() < 0.2      # voxels
+    assert np.abs(found[3:6] - TRUE_PARAMS[3:6]).max() < 0.03   # radians
+    assert np.abs(found[6:] - TRUE_PARAMS[6:]).max() < 0.02     # log scales
+
+
+def test_warp_is_differentiable_gradcheck():
+    torch.manual_seed(0)
+    shape = (4, 5, 6)
+    template = torch.from_numpy(ndimage.gaussian_filter(np.random.default_rng(0).random(shape), 1.0))[None, None]
+    centre = transforms.grid_centre(shape)
+    params = torch.tensor([[0.31, -0.22, 0.17, 0.05, -0.07, 0.11, 0.04, -0.03, 0.06]], dtype=torch.float64,
+                          requires_grad=True)
+    field = (0.13 * torch.randn(1, 3, *shape, dtype=torch.float64)).requires_grad_(True)
+
+    def warp(p, u):
+        return tn.warp_template(template, transforms.matrix_from_parameters(p, centre), u)[0]
+
+    assert torch.autograd.gradcheck(warp, (params, field), eps=1e-6, atol=1e-5)
+
+
+# --- Jacobian and folding ------------------------------------------------------------------------
+
+def test_jacobian_of_identity_is_one_and_of_a_scaling_the_product_of_scales():
+    identity = tn.voxel_grid(SHAPE, torch.float64)[None]
+    assert torch.allclose(tn.jacobian_determinant(identity), torch.ones(1, *SHAPE, dtype=torch.float64))
+    params = torch.tensor([[0.5, -1, 2, 0.3, -0.2, 0.1, np.log(1.2), np.log(0.7), np.log(0.9)]], dtype=torch.float64)
+    g = transforms.matrix_from_parameters(params, transforms.grid_centre(SHAPE))
+    _, grid = tn.warp_template(torch.zeros(1, 1, *SHAPE, dtype=torch.float64), g, None)
+    det = tn.jacobian_determinant(grid)
+    assert torch.allclose(det, torch.full_like(det, 1.2 * 0.7 * 0.9), atol=1e-10)
+    assert tn.folded_fraction(grid).item() == 0.0
+
+
+def test_folded_field_is_detected():
+    d, h, w = SHAPE
+    z, y, x = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in SHAPE], indexing="ij")
+    r2 = (x - w / 2) ** 2 + (y - h / 2) ** 2 + (z - d / 2) ** 2
+    # u_x = -3 (x - cx) near the centre: ∂ψx/∂x = 1 - 3 < 0 there, a fold
+    u = np.zeros((1, 3, *SHAPE))
+    u[0, 0] = -3 * (x - w / 2) * np.exp(-r2 / 36)
+    _, grid = tn.warp_template(torch.zeros(1, 1, *SHAPE, dtype=torch.float64), torch.eye(4, dtype=torch.float64)[None],
+                               torch.from_numpy(u))
+    det = tn.jacobian_determinant(grid)
+    # analytic determinant of ψ = p + u(p): 1 + ∂u_x/∂x
+    analytic = 1 + (-3 * np.exp(-r2 / 36) * (1 - 2 * (x - w / 2) ** 2 / 36))
+    inside = (slice(2, -2),) * 3
+    assert np.abs(det[0].numpy()[inside] - analytic[inside]).max() < 0.1
+    fraction = tn.folded_fraction(grid).item()
+    assert 0 < fraction < 0.2
+    assert fraction == pytest.approx((analytic <= 0).mean(), abs=0.01)
+
+
+# --- output is one component ---------------------------------------------------------------------
+
+def test_smooth_deformation_of_a_template_is_one_component(phantoms, kidney):
+    torch.manual_seed(1)
+    net = tn.TemplateNet(tn.TemplateConfig(width=2, template_shape=SHAPE, global_width=4),
+                         torch.from_numpy(templates.mask_template(kidney))).eval()
+    images = torch.from_numpy(np.concatenate([phantoms[0].images, phantoms[1].images]))[:, None]
+    with torch.inference_mode():  # a random, non-trivial G and L: up to 1.5 voxels of displacement
+        net.global_branch.parameters_conv.bias.copy_(torch.tensor([0.5, -0.4, 0.3, 0.4, -0.3, 0.2, 0.3, -0.2, 0.1]))
+        net.local_branch.field_conv.weight.normal_(0, 1.0)
+        net.local_branch.field_conv.weight *= 1.5 / net.deform(images).displacement.abs().max()
+        d = net.deform(images)
+    assert d.displacement.abs().max() == pytest.approx(1.5, rel=1e-3) and d.parameters.abs().max() == 2.0
+    assert (tn.folded_fraction(d.grid) == 0).all()
+    for output in d.probabilities[:, 0].numpy():
+        assert ndimage.label(output >= 0.5)[1] == 1
+
+
+# --- templates -----------------------------------------------------------------------------------
+
+def test_mean_template_of_moved_copies_is_the_shape_at_the_mean_pose(kidney):
+    mask = kidney > 0
+    centroid, axes, spread = templates.moments(mask)
+    # aligning a mask to its own moments returns it
+    assert dice(templates.align_to(mask, centroid, axes, spread) >= 0.5, mask) > 0.97
+    # two moved copies (opposite shifts, one also rotated) average back to the mask
+    centre = transforms.grid_centre(SHAPE)
+    copies = [numpy_pull(mask.astype(np.float32), numpy_g(params, centre)) >= 0.5
+              for params in ((2, -1, 1, 0, 0, 0, 0, 0, 0), (-2, 1, -1, 0, 0, 0.15, 0, 0, 0))]
+    assert dice(copies[0], copies[1]) < 0.7
+    assert dice(templates.mean_template(copies) >= 0.5, mask) > 0.85
+    # an aligned copy has the requested moments (checked with numpy's own moments)
+    target_spread = spread * np.array([1.1, 0.9, 1.0])
+    aligned = templates.align_to(copies[1], centroid, axes, target_spread) >= 0.5
+    points = np.argwhere(aligned).astype(float)
+    assert np.abs(points.mean(0) - centroid).max() < 0.3
+    spreads = np.sqrt(np.linalg.eigvalsh(np.cov(points.T)))[::-1]
+    assert np.abs(spreads / target_spread - 1).max() < 0.08
+
+
+def test_mask_template_threshold_is_the_mask(kidney):
+    template = templates.mask_template(kidney)
+    assert template.dtype == np.float32 and 0 < template.min() and template.max() < 1
+    assert np.array_equal(template >= 0.5, kidney > 0)
+    # the logistic of the signed distance: a boundary voxel inside is sigmoid(0.5), outside sigmoid(-0.5)
+    inside_edge = (kidney > 0) & ~ndimage.binary_erosion(kidney > 0)
+    assert np.allclose(template[inside_edge], 1 / (1 + np.exp(-0.5)), atol=1e-6)
+
+
+# --- augmentation --------------------------------------------------------------------------------
+
+def test_augmentation_moves_image_and_label_together(phantoms):
+    labels = torch.from_numpy(phantoms[0].labels.astype(np.float32))[:, None]
+    images, moved = augment(labels.clone(), labels.clone(), np.random.default_rng(3), voxel_mm=8.0)
+    assert set(torch.unique(moved).tolist()) <= {0.0, 1.0}
+    assert dice((images >= 0.5).numpy(), moved.numpy()) > 0.97  # noise std 0.02 barely flips a voxel
+    assert dice(moved.numpy(), labels.numpy()) < 0.99            # something moved
+    ratio = moved.sum() / labels.sum()
+    assert 0.7 < ratio < 1.4                                       # scaling std 0.05 per axis
+
+
+# --- training, saving, loading -------------------------------------------------------------------
+
+def test_train_save_load_round_trip_through_the_model_store(phantoms, kidney, tmp_path):
+    from SegTuneCore.errors import SegTuneError
+    from SegTuneCore.models import ModelStore
+
+    config = tn.TemplateConfig(width=2, template_shape=SHAPE, global_width=4, template_kind="mean")
+    settings = TemplateTrainSettings(epochs=1, batch_size=2, seed=0)
+    network, metrics = train_template([phantoms[0], phantoms[1]], config, settings, torch.device("cpu"),
+                                      test_sets=[phantoms[1]], output=tmp_path / "model", voxel_mm=8.0)
+    assert metrics["single_component_children"] == 1.0 and metrics["folded_max_children"] == 0.0
+    meta = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert meta["task"] == "KidneyUS.segmentation" and meta["architecture"]["name"] == tn.ARCHITECTURE
+    store = ModelStore(root=tmp_path / "store", bundled_dirs=[])
+    entry = store.install(tmp_path / "model")
+    segmenter = tn.load_template_segmenter(entry, "cpu")
+    assert torch.equal(segmenter.network.template, network.template)
+    cube = phantoms[1].images[0]
+    probability, info = segmenter(cube)
+    with torch.inference_mode():
+        expected = network.eval()(torch.from_numpy(cube)[None, None])[0, 0].numpy()
+    assert np.array_equal(probability, expected)
+    assert info["components"] == 1 and info["folded_fraction"] == 0.0 and set(info["parameters"]) == set(tn.PARAMETER_NAMES)
+    # an 80^3 cube (the pipeline's) is averaged onto the 40^3 model and the output comes back at 80^3
+    big, _ = segmenter(np.repeat(np.repeat(np.repeat(cube, 2, 0), 2, 1), 2, 2))
+    assert big.shape == (80, 80, 80) and dice(big[::2, ::2, ::2] >= 0.5, probability >= 0.5) > 0.95
+    with pytest.raises(SegTuneError):
+        segmenter(cube[:30])
+    # a U-Net model is refused by the template loader; a tampered one by the store
+    weights = tmp_path / "model" / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(SegTuneError):
+        tn.load_template_segmenter(tmp_path / "model", "cpu")
+
+
+def test_evaluation_reports_components_folding_and_parameters(phantoms, kidney):
+    net = tn.TemplateNet(tn.TemplateConfig(width=2, template_shape=SHAPE, global_width=4),
+                         torch.from_numpy(templates.mask_template(kidney)))
+    result = evaluate_cases(net, phantoms[1], torch.device("cpu"))
+    assert result["components"] == [1] and result["folded"] == [0.0] and len(result["parameters"][0]) == 9
+    assert result["dice"][0] == pytest.approx(dice(templates.mask_template(kidney) >= 0.5, phantoms[1].labels[0]), abs=1e-6)
+
+
+# --- command line --------------------------------------------------------------------------------
+
+def run_module(*args):
+    return subprocess.run([sys.executable, "-m", "KidneyUSLib.template_training", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_trains_a_model_and_refuses_bad_input(tmp_path):
+    out = tmp_path / "model"
+    done = run_module("--adults", "2", "--children", "1", "--test-adults", "1", "--test-children", "1",
+                      "--epochs", "1", "--width", "2", "--downsample", "2", "--output", str(out), "--json",
+                      "--progress", "quiet")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["method"] == "template" and 0 <= result["metrics"]["dice_adults"] <= 1
+    assert json.loads((out / "model.json").read_text())["architecture"]["template_shape"] == [40, 40, 40]
+    bad = run_module("--adults", "2", "--no-geometric", "--no-deformation", "--output", str(tmp_path / "x"))
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "error:" in bad.stderr
+    assert not (tmp_path / "x").exists()
