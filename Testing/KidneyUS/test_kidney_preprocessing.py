@@ -114,3 +114,13 @@ def test_postprocess_threshold_and_largest_component():
     assert largest.sum() > 0.9 * both.sum()
     lower = preprocessing.postprocess(probability, info, threshold=0.3, largest_component=False)
     assert ndimage.label(lower)[1] == 3
+
+
+def test_postprocess_equals_thresholding_the_full_cubic_resampling():
+    volume, label = phantom.generate_phantom("child", 24, spacing=(1.1, 0.8, 1.3), size=(140, 180, 110), oblique=True)
+    _, info = preprocessing.preprocess(volume)
+    smooth = preprocessing.resample_to_cube(label.array, info)
+    noisy = np.clip(smooth + np.random.default_rng(0).normal(0, 0.1, smooth.shape), 0, 1).astype(np.float32)
+    for cube in (smooth, (smooth > 0.5).astype(np.float32), noisy):  # smooth, network-sharp, noisy maps
+        full = (preprocessing.cube_to_input(cube, info) >= 0.5).astype(np.uint8)
+        np.testing.assert_array_equal(preprocessing.postprocess(cube, info, largest_component=False), full)
