@@ -7,6 +7,7 @@ import signal
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 
@@ -110,3 +111,28 @@ def test_wait_timeout_stops_the_child_and_leaves_no_output(tmp_path):
         process.wait(timeout=0.5)
     assert time.monotonic() - started < 6.0
     assert not process.running() and not output.exists()
+
+
+def test_progress_reporter_modes():
+    import io
+    import json
+
+    from SegTuneCore.process import ProgressReporter
+
+    stream = io.StringIO()
+    reporter = ProgressReporter("json", stream=stream)
+    reporter.progress(1.7, "clamped")
+    reporter.log("a message")
+    reporter.result({"path": Path("/tmp/x"), "values": np.arange(3)})
+    reporter.error("first line\nsecond line")
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert events == [{"event": "progress", "fraction": 1.0, "message": "clamped"},
+                      {"event": "log", "message": "a message"},
+                      {"event": "result", "path": "/tmp/x", "values": [0, 1, 2]},
+                      {"event": "error", "message": "first line second line"}]
+    quiet = io.StringIO()
+    for method, argument in (("progress", 0.5), ("log", "x"), ("result", {}), ("error", "x")):
+        getattr(ProgressReporter("quiet", stream=quiet), method)(argument)
+    assert quiet.getvalue() == ""
+    with pytest.raises(ValueError):
+        ProgressReporter("verbose")
