@@ -39,7 +39,7 @@ def foreign_model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def phantom_file(tmp_path_factory):
-    volume, label = phantom("child")
+    volume, _ = phantom("child")
     folder = tmp_path_factory.mktemp("phantom")
     write_volume(volume, folder / "child.nrrd")
     return folder / "child.nrrd", volume
