@@ -187,3 +187,18 @@ def test_phantom_cli_refuses_bad_options_without_writing(tmp_path, capsys):
                            "--label", str(tmp_path / "l.nrrd")])
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_real_ultrasound_volume_gets_a_segmentation_on_its_own_grid(tmp_path, tiny_model, shared_data, capsys):
+    from SegTuneCore.geometry import read_volume
+
+    source = shared_data / "plus_us_spine_phantom_3d.mha"
+    output = tmp_path / "spine.seg.nrrd"
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, ["segment", str(source), "--output", str(output), "--model", str(tiny_model), "--device", "cpu",
+                       "--json", "--progress", "quiet"])
+    assert exit_info.value.code == 0, capsys.readouterr().err
+    volume = read_volume(source)
+    labels, segments = read_segmentation(output)
+    assert labels.array.shape == volume.array.shape and [s.name for s in segments] == ["Kidney"]
+    np.testing.assert_allclose(labels.ijk_to_ras, volume.ijk_to_ras, atol=1e-6)
