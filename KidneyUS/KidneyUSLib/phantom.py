@@ -46,6 +46,9 @@ MAX_OBLIQUE_DEG = 35.0  # below 45 deg: the canonical axes stay the probe axes
 CUBE_TEXTURE_CV = 0.22
 CUBE_TEXTURE_SIGMA_VOX = (0.55, 0.43, 0.64)
 CUBE_PARTIAL_VOLUME_SIGMA = 0.35
+CUBE_LINE_BLUR_MM = 1.7  # thin lines rendered on the 4 mm cube: about the anti-aliasing filter + sampling
+FASCIA_SIGMA_MM = 0.6
+CAPSULE_SIGMA_MM = 0.5
 
 _POPULATION = {
     #            length mm    width/len    thick/len     cortex mm   wall mm     gain        noise        atten /mm
@@ -225,11 +228,19 @@ def _kidney_radius(scene: Scene, shapes: dict, directions: np.ndarray) -> np.nda
     return radius * (1.0 + bump)
 
 
-def render_scene(scene: Scene, points: np.ndarray, shapes: dict | None = None):
+def _line_profile(distance_mm: np.ndarray, sigma_mm: float, blur_mm: float) -> np.ndarray:
+    """A thin bright line of Gaussian profile, blurred by a Gaussian of blur_mm (same integral)."""
+    width = np.hypot(sigma_mm, blur_mm)
+    return (sigma_mm / width) * np.exp(-0.5 * (distance_mm / width) ** 2)
+
+
+def render_scene(scene: Scene, points: np.ndarray, shapes: dict | None = None, blur_mm: float = 0.0):
     """Sample the scene at probe-frame points (..., 3) in mm.
 
     Returns (amplitude, label, in_sector): the mean echo amplitude before speckle (gain, depth
-    attenuation and shadows included), the kidney label and the imaged sector.
+    attenuation and shadows included), the kidney label and the imaged sector. `blur_mm` widens
+    the thin bright lines (fascia, capsule) keeping their integral, as a resampling filter of
+    that sigma would: a coarse grid then sees them as a fine grid averaged down does.
     """
     shapes = shapes if shapes is not None else _shapes()
     echo = scene.echo
@@ -259,7 +270,7 @@ def render_scene(scene: Scene, points: np.ndarray, shapes: dict | None = None):
     amplitude[w < scene.wall_mm] = echo["muscle"] * (1 + 0.25 * np.sin(2 * np.pi * w[w < scene.wall_mm] / 2.5))
     amplitude[w < scene.subcutaneous_mm] = echo["subcutaneous_fat"]
     for boundary in (scene.subcutaneous_mm, scene.wall_mm):
-        amplitude += echo["fascia"] * np.exp(-0.5 * ((w - boundary) / 0.6) ** 2)
+        amplitude += echo["fascia"] * _line_profile(w - boundary, FASCIA_SIGMA_MM, blur_mm)
 
     amplitude[cortex] = echo["cortex"]
     amplitude[pyramid] = echo["medulla"]
@@ -268,8 +279,7 @@ def render_scene(scene: Scene, points: np.ndarray, shapes: dict | None = None):
         calyx = pyramid & (rho < 0.8)
         pelvis = kidney & (sinus_rho < scene.hydronephrosis) & (depth_in > 0.6 * scene.cortex_mm)
         amplitude[calyx | pelvis] = echo["fluid"]
-    capsule = np.exp(-0.5 * (depth_in / 0.5) ** 2)
-    amplitude += echo["capsule"] * capsule * (np.abs(depth_in) < 2.0)
+    amplitude += echo["capsule"] * _line_profile(depth_in, CAPSULE_SIGMA_MM, blur_mm)
 
     # probe: fan, attenuation with range, ribs and their shadows
     along = w + scene.apex_offset
@@ -383,7 +393,7 @@ def generate_training_pair(population: str, seed: int):
     n = preprocessing.CUBE_SIZE
     to_probe = cube_ijk_to_probe(scene)
     points = np.stack([_grid_points(to_probe, (n, n, n), k) for k in range(n)])
-    amplitude, label, sector = render_scene(scene, points, shapes)
+    amplitude, label, sector = render_scene(scene, points, shapes, blur_mm=CUBE_LINE_BLUR_MM)
     amplitude = ndimage.gaussian_filter(amplitude, CUBE_PARTIAL_VOLUME_SIGMA)
 
     rng = np.random.default_rng([scene.seed, POPULATIONS.index(population), 2])
