@@ -156,3 +156,4 @@ def scenario_network(slicer, workdir: Path, model=None) -> float:
 
 
 SCENARIOS = (scenario_truth_round_trip, scenario_storage_order_invariance, scenario_bad_input, scenario_network)
+NEEDS_TORCH = (scenario_network,)  # the others use stand-in networks
