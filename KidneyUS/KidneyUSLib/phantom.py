@@ -246,20 +246,29 @@ def render_scene(scene: Scene, points: np.ndarray, shapes: dict | None = None, b
     echo = scene.echo
     u, v, w = points[..., 0], points[..., 1], points[..., 2]
 
-    # kidney in its normalised frame
+    # kidney in its normalised frame; its fields are computed only near it (most points are far)
     q = ((points - scene.kidney_centre) @ scene.kidney_axes) / scene.kidney_scale
     r = np.linalg.norm(q, axis=-1)
-    directions = q / np.maximum(r, 1e-6)[..., None]
+    reach = (shapes["radius"][scene.shape_index].max() * (1 + np.abs(scene.bumps[:, 3]).sum())
+             + (scene.fat_mm + 8.0) / scene.kidney_scale.min())  # beyond it: no kidney, fat or capsule line
+    near = r < reach
+    rho = np.full(r.shape, np.inf)
+    depth_in = np.full(r.shape, -np.inf)  # mm below the capsule (negative outside)
+    sinus_rho = np.full(r.shape, np.inf)
+    in_pyramid_cone = np.zeros(r.shape, dtype=bool)
+    q_near, r_near = q[near], r[near]
+    directions = q_near / np.maximum(r_near, 1e-6)[:, None]
     radius = _kidney_radius(scene, shapes, directions)
-    rho = r / radius
+    rho[near] = r_near / radius
     local_mm = radius * np.linalg.norm(directions * scene.kidney_scale, axis=-1)  # centre-to-surface distance
-    depth_in = (1.0 - rho) * local_mm  # mm below the capsule (negative outside)
-    kidney = rho <= 1.0
+    depth_in[near] = (1.0 - rho[near]) * local_mm
     hilum = np.array([0.0, 0.22, 0.0])
-    sinus_rho = np.linalg.norm(q - hilum, axis=-1) / radius
+    sinus_rho[near] = np.linalg.norm(q_near - hilum, axis=-1) / radius
+    in_pyramid_cone[near] = (directions @ scene.pyramids.T).max(axis=-1) > np.cos(np.deg2rad(17))
+    kidney = rho <= 1.0
     sinus = kidney & (sinus_rho < scene.sinus_size)
     cortex = kidney & (depth_in < scene.cortex_mm) & ~sinus
-    pyramid = kidney & ~cortex & ~sinus & ((directions @ scene.pyramids.T).max(axis=-1) > np.cos(np.deg2rad(17)))
+    pyramid = kidney & ~cortex & ~sinus & in_pyramid_cone
 
     # surroundings, deepest layer first
     amplitude = np.full(u.shape, echo["soft_tissue"], dtype=np.float32)
