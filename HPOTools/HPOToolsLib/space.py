@@ -436,6 +436,15 @@ class Space:
                 config[slot.name] = slot.param.decode(x[slot.start:slot.start + slot.param.width])
         return config
 
+    @property
+    def continuous_mask(self) -> np.ndarray:
+        """Boolean mask of the encoded coordinates of Float parameters."""
+        mask = np.zeros(self.dim, dtype=bool)
+        for slot in self._slots:
+            if isinstance(slot.param, Float):
+                mask[slot.start] = True
+        return mask
+
     def sample_encoded(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """n uniform configurations directly in encoded form (vectorised ``encode(sample())``)."""
         X = rng.random((n, self.dim))

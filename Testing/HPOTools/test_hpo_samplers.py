@@ -115,7 +115,7 @@ def test_failure_policies():
 
     failures = {}
     for policy in ("drop", "penalise", "feasibility"):
-        sampler = BOSampler(space, seed=0, n_initial=4, failure_policy=policy)
+        sampler = BOSampler(space, seed=0, n_initial=4, failure_policy=policy, n_restarts=1)
         for _ in range(25):
             params = sampler.ask()[0]
             value = objective(params)
@@ -134,7 +134,7 @@ def test_fits_hook_is_never_violated():
     def fits(p):
         return p["x"] + p["y"] < 1.2
 
-    sampler = BOSampler(QUAD, seed=0, n_initial=3, fits=fits)
+    sampler = BOSampler(QUAD, seed=0, n_initial=3, fits=fits, n_restarts=1)
     for _ in range(15):
         for params in sampler.ask(2):
             assert fits(params)

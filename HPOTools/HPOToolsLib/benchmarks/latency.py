@@ -40,6 +40,9 @@ def configure(parser):
     parser.add_argument("--full-max-n", type=int, default=5000, help="largest n for full refactorisation")
     parser.add_argument("--methods", default="incremental,full,optuna", help="subset of incremental,full,optuna")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="BLAS and torch threads for every method (default 1: on a shared 2-core machine "
+                             "OpenBLAS threads spin and slow small products down); 0 leaves the defaults")
 
 
 def observations(n: int, seed: int):
@@ -100,6 +103,24 @@ def time_optuna(n: int, suggestions: int, seed: int) -> dict:
     return {"median": statistics.median(times), "mean": statistics.fmean(times), "times": times}
 
 
+def _limit_threads(threads: int) -> dict:
+    """Same thread count for numpy/scipy BLAS (threadpoolctl) and torch (Optuna's GP)."""
+    if threads <= 0:
+        return {"threads": "default"}
+    record = {"threads": threads}
+    try:
+        import threadpoolctl
+        record["blas_limiter"] = threadpoolctl.threadpool_limits(threads)
+    except ImportError:
+        record["blas"] = "threadpoolctl missing: BLAS threads not limited"
+    try:
+        import torch
+        torch.set_num_threads(threads)
+    except ImportError:
+        pass
+    return record
+
+
 def run(args) -> int:
     from .cli import emit
 
@@ -108,6 +129,7 @@ def run(args) -> int:
     unknown = set(methods) - {"incremental", "full", "optuna"}
     if unknown or not sizes or min(sizes) < 20 or args.suggestions < 1:
         raise ValueError(f"bad --methods {sorted(unknown)} or --sizes/--suggestions (n >= 20, suggestions >= 1)")
+    limits = _limit_threads(args.threads)
     results = []
     for n in sizes:
         row: dict = {"n": n}
@@ -141,7 +163,9 @@ def run(args) -> int:
         lines.append(f"target {name}: {'met' if ok else 'MISSED'}")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
     lines.append(f"load average (1 min) at the end: {load:.1f} on {os.cpu_count()} CPUs")
+    lines.append(f"threads per method: {limits['threads']}" + (f" ({limits['blas']})" if "blas" in limits else ""))
     emit(args, {"bench": "latency", "dimension": 6, "seed": args.seed, "suggestions": args.suggestions,
+                "threads": limits["threads"],
                 "results": results, "targets": targets, "load_average_1min": load,
                 "cpu_count": os.cpu_count()}, "\n".join(lines))
     return 0
