@@ -47,6 +47,7 @@ def configure(parser) -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--penalty", type=float, default=0.01, help="λ of eq. 4.11")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--cache", default=None, metavar="FILE.npz", help="keep the generated phantoms here and reuse them")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--output", default="experiment-template", help="folder for results.json and table.md")
     parser.add_argument("--figure", default=str(FIGURE), help="PNG of the Fig. 4.4 parameter distributions")
@@ -110,6 +111,34 @@ def parameter_figure(parameters: dict, path: Path) -> dict:
             "adult_std": adults.std(0).tolist(), "child_std": children.std(0).tolist()}
 
 
+def phantom_sets(args) -> dict:
+    """Training, held-out and template phantoms (80^3 cubes), from --cache when it holds the same ones."""
+    from . import training
+    from .template_training import TEMPLATE_SEED
+
+    spec = {"train_adult": ["adult", args.adults, 0], "train_child": ["child", args.children, 0],
+            "test_adult": ["adult", args.test_adults, training.TEST_SEED_OFFSET],
+            "test_child": ["child", args.test_children, training.TEST_SEED_OFFSET],
+            "template": ["adult", 1, TEMPLATE_SEED]}
+    cache = Path(args.cache) if args.cache else None
+    if cache is not None and cache.is_file():
+        with np.load(cache) as stored:
+            if "spec" in stored and json.loads(str(stored["spec"])) == spec:
+                return {key: training.CubeSet(population, stored[f"{key}_images"], stored[f"{key}_labels"],
+                                              f"phantoms:{population}:seeds {first}..{first + count - 1}")
+                        for key, (population, count, first) in spec.items()}
+    sets = {key: training.generated_set(population, count, first, args.workers)
+            for key, (population, count, first) in spec.items()}
+    if cache is not None:
+        from SegTuneCore.process import atomic_write
+
+        arrays = {f"{key}_{part}": getattr(s, part) for key, s in sets.items() for part in ("images", "labels")}
+        with atomic_write(cache) as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, spec=json.dumps(spec), **arrays)
+    return sets
+
+
 def build(method: str, config_args, size, train_sets, excluded_label):
     from . import unet
     from .template_net import TemplateConfig
@@ -130,7 +159,7 @@ def run(args) -> int:
     from SegTuneCore.device import describe, select_device
 
     from . import training
-    from .template_training import (TEMPLATE_SEED, TemplateTrainSettings, downsample, evaluate_cases, train_model)
+    from .template_training import TEMPLATE_SEED, TemplateTrainSettings, downsample, evaluate_cases, train_model
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(METHODS))
@@ -148,14 +177,11 @@ def run(args) -> int:
         print(f"[{time.perf_counter() - started:7.1f} s] {message}", flush=True)
 
     factor = args.downsample
-    log("generating phantoms")
-    train_sets = [downsample(training.generated_set("adult", args.adults, 0, args.workers), factor),
-                  downsample(training.generated_set("child", args.children, 0, args.workers), factor)]
-    test_sets = {"adults": downsample(training.generated_set("adult", args.test_adults, training.TEST_SEED_OFFSET,
-                                                              args.workers), factor),
-                 "children": downsample(training.generated_set("child", args.test_children, training.TEST_SEED_OFFSET,
-                                                                args.workers), factor)}
-    excluded = downsample(training.generated_set("adult", 1, TEMPLATE_SEED), factor).labels[0]
+    log("phantoms")
+    sets = phantom_sets(args)
+    train_sets = [downsample(sets["train_adult"], factor), downsample(sets["train_child"], factor)]
+    test_sets = {"adults": downsample(sets["test_adult"], factor), "children": downsample(sets["test_child"], factor)}
+    excluded = downsample(sets["template"], factor).labels[0]
     size = tuple(int(n) for n in train_sets[0].images.shape[1:])
     results = {"command": "python -m KidneyUSLib experiment template " + " ".join(
                    f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("json", "command")),

@@ -137,6 +137,28 @@ def test_warp_is_differentiable_gradcheck():
     assert torch.autograd.gradcheck(warp, (params, field), eps=1e-6, atol=1e-5)
 
 
+def test_field_operator_is_the_mean_filter_upsampling_and_gaussian_in_sequence():
+    """§4.4.2 with torch's own ops (3x3x3 mean, trilinear upsampling, Gaussian with replicated edges)."""
+    from torch.nn import functional as F
+
+    torch.manual_seed(0)
+    v = torch.randn(2, 3, 10, 12, 8, dtype=torch.float64)
+    out_shape, sigma = (20, 24, 16), 1.5
+    reference = F.avg_pool3d(v, 3, stride=1, padding=1, count_include_pad=False)
+    reference = F.interpolate(reference, size=out_shape, mode="trilinear", align_corners=True)
+    x = torch.arange(-5, 6, dtype=torch.float64)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel /= kernel.sum()
+    for axis in range(3):
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + axis] = kernel.numel()
+        pad = [0] * 6
+        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = 5
+        reference = F.conv3d(F.pad(reference, pad, mode="replicate"), kernel.view(shape).expand(3, *shape[1:]), groups=3)
+    operators = [tn.field_operator(c, n, sigma) for c, n in zip(v.shape[2:], out_shape)]
+    assert torch.allclose(tn.apply_separable(v, operators), reference, atol=1e-12)
+
+
 # --- Jacobian and folding ------------------------------------------------------------------------
 
 def test_jacobian_of_identity_is_one_and_of_a_scaling_the_product_of_scales():
@@ -148,6 +170,12 @@ def test_jacobian_of_identity_is_one_and_of_a_scaling_the_product_of_scales():
     det = tn.jacobian_determinant(grid)
     assert torch.allclose(det, torch.full_like(det, 1.2 * 0.7 * 0.9), atol=1e-10)
     assert tn.folded_fraction(grid).item() == 0.0
+
+
+def test_jacobian_of_an_affine_map_matches_numpy_determinant():
+    a = np.array([[1.2, 0.1, -0.3], [0.3, 0.9, 0.2], [0.05, -0.1, 1.1]])
+    grid = tn.voxel_grid((5, 6, 7), torch.float64)[None] @ torch.from_numpy(a).T + torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64)
+    assert torch.allclose(tn.jacobian_determinant(grid), torch.tensor(np.linalg.det(a), dtype=torch.float64), atol=1e-12)
 
 
 def test_folded_field_is_detected():
@@ -245,7 +273,7 @@ def test_train_save_load_round_trip_through_the_model_store(phantoms, kidney, tm
     assert meta["task"] == "KidneyUS.segmentation" and meta["architecture"]["name"] == tn.ARCHITECTURE
     store = ModelStore(root=tmp_path / "store", bundled_dirs=[])
     entry = store.install(tmp_path / "model")
-    segmenter = tn.load_template_segmenter(entry, "cpu")
+    segmenter = tn.load_template_segmenter(entry, "cpu", bf16=False, channels_last=False)
     assert torch.equal(segmenter.network.template, network.template)
     cube = phantoms[1].images[0]
     probability, info = segmenter(cube)
@@ -253,6 +281,9 @@ def test_train_save_load_round_trip_through_the_model_store(phantoms, kidney, tm
         expected = network.eval()(torch.from_numpy(cube)[None, None])[0, 0].numpy()
     assert np.array_equal(probability, expected)
     assert info["components"] == 1 and info["folded_fraction"] == 0.0 and set(info["parameters"]) == set(tn.PARAMETER_NAMES)
+    # bf16 convolutions + channels_last_3d (the CPU default where supported): the warp stays fp32
+    fast, fast_info = tn.load_template_segmenter(entry, "cpu", bf16=True, channels_last=True)(cube)
+    assert fast.dtype == np.float32 and dice(fast >= 0.5, probability >= 0.5) > 0.95 and fast_info["components"] == 1
     # an 80^3 cube (the pipeline's) is averaged onto the 40^3 model and the output comes back at 80^3
     big, _ = segmenter(np.repeat(np.repeat(np.repeat(cube, 2, 0), 2, 1), 2, 2))
     assert big.shape == (80, 80, 80) and dice(big[::2, ::2, ::2] >= 0.5, probability >= 0.5) > 0.95
