@@ -124,3 +124,17 @@ def test_postprocess_equals_thresholding_the_full_cubic_resampling():
     for cube in (smooth, (smooth > 0.5).astype(np.float32), noisy):  # smooth, network-sharp, noisy maps
         full = (preprocessing.cube_to_input(cube, info) >= 0.5).astype(np.uint8)
         np.testing.assert_array_equal(preprocessing.postprocess(cube, info, largest_component=False), full)
+
+
+def test_round_trip_of_real_kidney_masks_on_a_ras_stored_ct(shared_data):
+    """TotalSegmentator's kidneys (real shapes, 3 mm, RAS-stored NIfTI) survive cube and back."""
+    from SegTuneCore.geometry import read_volume
+
+    ct = read_volume(shared_data / "totalseg_ct_abdomen.nii.gz")
+    labels = read_volume(shared_data / "totalseg_ct_abdomen_seg.nii.gz")
+    np.testing.assert_allclose(labels.ijk_to_ras, ct.ijk_to_ras, atol=1e-4)
+    _, info = preprocessing.preprocess(ct)
+    for value in (2, 3):  # right, left kidney
+        mask = (labels.array == value).astype(np.uint8)
+        back = preprocessing.postprocess(preprocessing.resample_to_cube(mask, info), info)
+        assert dice(back, mask) >= 0.95, value
