@@ -295,10 +295,9 @@ class PythonModuleProcess:
 
     def cancel(self, timeout: float = 5.0) -> None:
         """Stop the child and every process it started."""
-        if self.process is None:
-            return
+        if self.process is None or not self.running():
+            return  # a child that already ended keeps its own outcome
         self.cancelled = True
-        if self.running():
-            kill_process_tree(self.process.pid, timeout=timeout)
+        kill_process_tree(self.process.pid, timeout=timeout)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=timeout)

@@ -136,3 +136,12 @@ def test_progress_reporter_modes():
     assert quiet.getvalue() == ""
     with pytest.raises(ValueError):
         ProgressReporter("verbose")
+
+
+def test_cancel_after_the_child_finished_keeps_its_result():
+    from SegTuneCore.process import PythonModuleProcess
+
+    process = PythonModuleProcess("json.tool", ["--help"]).start()
+    process.process.wait(timeout=30)
+    process.cancel()
+    assert not process.cancelled
