@@ -32,6 +32,7 @@ def configure(parser) -> None:
     parser.add_argument("--test-fraction", type=float, default=0.2, help="test share of a folder (default 0.2, §3.2.3)")
     parser.add_argument("--output", required=True, metavar="MODEL_DIR", help="model folder to write (weights.safetensors + model.json)")
     parser.add_argument("--base", metavar="MODEL", help="finetune/transfer: the adult model (folder, or a version/name in the model store)")
+    parser.add_argument("--init", metavar="MODEL", help="unet: start from this model's weights and architecture (continue training)")
     parser.add_argument("--layers", default="all", help="finetune: all, first:N or last:N convolution layers (§3.3.3)")
     parser.add_argument("--transfer-layers", default="geometric,intensity",
                         help="transfer: comma list of geometric, intensity, fixed (default geometric,intensity)")
@@ -97,13 +98,20 @@ def run(args) -> int:
     torch.manual_seed(args.seed)
 
     base = resolve_base(args.base) if args.base else None  # fail fast, before generating data
+    init = resolve_base(args.init) if args.init else None
     reporter.log("preparing data")
     adults, adults_test = load_sets(args.adults, "adult", args.test_adults, args.test_fraction, args.seed, args.workers)
     children, children_test = load_sets(args.children, "child", args.test_children, args.test_fraction, args.seed, args.workers)
 
     extra = {}
     if args.method == "unet":
-        network = unet.UNet3D(unet.UNetConfig(width=args.width, levels=args.levels, dropout=args.dropout))
+        if init is not None:
+            network, init_meta = inference.load_network(init, "cpu")
+            if not isinstance(network, unet.UNet3D):
+                raise SegTuneError(f"{init.path}: --init must be a plain U-Net, not {init_meta['architecture']['name']}")
+            extra["initial_model"] = {"path": str(init.path), "sha256": init_meta["sha256"]}
+        else:
+            network = unet.UNet3D(unet.UNetConfig(width=args.width, levels=args.levels, dropout=args.dropout))
         train_sets = [s for s in (adults, children) if s is not None]
     else:
         network, base_meta = inference.load_network(base, "cpu")

@@ -117,6 +117,16 @@ def test_train_cli_trains_and_saves_a_model_on_phantoms(tmp_path):
     meta = json.loads((out / "model.json").read_text())
     assert meta["task"] == "KidneyUS.segmentation" and meta["seed"] == 0
     assert meta["training_data"][0]["count"] == 2 and "device" in meta["run"]
+    # continue training from it, then train transfer layers on top of it
+    more = _cli("--init", str(out), "--adults", "1", "--test-adults", "1", "--epochs", "1", "--crop", "32",
+                "--device", "cpu", "--output", str(tmp_path / "more"), "--progress", "quiet")
+    assert more.returncode == 0, more.stderr
+    assert json.loads((tmp_path / "more" / "model.json").read_text())["initial_model"]["sha256"] == meta["sha256"]
+    moved = _cli("--method", "transfer", "--base", str(out), "--children", "1", "--test-children", "1", "--epochs", "1",
+                 "--device", "cpu", "--output", str(tmp_path / "gi"), "--progress", "quiet")
+    assert moved.returncode == 0, moved.stderr
+    transfer_meta = json.loads((tmp_path / "gi" / "model.json").read_text())
+    assert transfer_meta["architecture"]["name"] == "unet3d-transfer" and transfer_meta["added_parameters"] > 0
 
 
 @pytest.mark.parametrize("args,message", [
