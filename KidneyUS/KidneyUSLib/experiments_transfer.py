@@ -71,20 +71,6 @@ def summarise(runs: list[dict]) -> list[dict]:
     return rows
 
 
-def downsample(cubes, factor: int):
-    """Average the images and majority-vote the labels over factor^3 blocks."""
-    import torch
-    from torch.nn import functional as F
-
-    from .training import CubeSet
-
-    if factor == 1:
-        return cubes
-    images = F.avg_pool3d(torch.from_numpy(cubes.images)[:, None], factor)[:, 0].numpy()
-    labels = F.avg_pool3d(torch.from_numpy(cubes.labels).float()[:, None], factor)[:, 0] >= 0.5
-    return CubeSet(cubes.population, images, labels.to(torch.uint8).numpy(), f"{cubes.source}, downsampled x{factor}")
-
-
 def _count(n: int) -> str:
     return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k" if n >= 1e3 else str(n)
 
@@ -145,7 +131,7 @@ def run(args) -> int:
     # One pool per population; each seed draws its own training subset (§3.3.2: the seed changes the split).
     reporter.log("generating phantoms")
     def phantoms(population: str, count: int, first_seed: int):
-        return downsample(training.generated_set(population, count, first_seed, args.workers), args.downsample)
+        return training.generated_set(population, count, first_seed, args.workers).downsampled(args.downsample)
 
     pool_adults = phantoms("adult", 2 * args.adults, 0)
     pool_children = phantoms("child", 2 * args.children, 0)

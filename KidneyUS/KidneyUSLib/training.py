@@ -55,6 +55,14 @@ class CubeSet:
         idx = np.asarray(indices, dtype=int)
         return CubeSet(self.population, self.images[idx], self.labels[idx], f"{self.source}[{len(idx)}]")
 
+    def downsampled(self, factor: int) -> "CubeSet":
+        """Images averaged and labels majority-voted over factor^3 blocks (the experiments' CPU scale)."""
+        if factor == 1:
+            return self
+        images = nn.functional.avg_pool3d(torch.from_numpy(self.images)[:, None], factor)[:, 0]
+        labels = nn.functional.avg_pool3d(torch.from_numpy(self.labels).float()[:, None], factor)[:, 0] >= 0.5
+        return CubeSet(self.population, images.numpy(), labels.to(torch.uint8).numpy(), f"{self.source}/{factor}")
+
 
 def _generator_version() -> str:
     """Hash of the generator's code: cached phantoms from another version are never reused."""

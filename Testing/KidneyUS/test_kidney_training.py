@@ -157,3 +157,13 @@ def test_hpo_objective_trains_for_the_budget_and_refuses_what_cannot_fit():
     assert function.fits(params) and not small_memory.fits(huge)
     with pytest.raises(MemoryError):
         small_memory(huge, 1)
+
+
+def test_downsampling_averages_images_and_majority_votes_labels():
+    cubes = _spheres("adult", 2, 0, side=16)
+    half = cubes.downsampled(2)
+    assert half.images.shape == (2, 8, 8, 8) and half.labels.dtype == np.uint8
+    np.testing.assert_allclose(half.images[1, 3, 2, 5], cubes.images[1, 6:8, 4:6, 10:12].mean(), rtol=1e-5)
+    block = cubes.labels[0, 6:8, 6:8, 6:8]
+    assert half.labels[0, 3, 3, 3] == (block.mean() >= 0.5)
+    assert cubes.downsampled(1) is cubes
