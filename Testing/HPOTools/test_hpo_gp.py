@@ -131,3 +131,21 @@ def test_hyperparameters_find_the_relevant_dimension():
     assert gp.lengthscales[0] < 0.5 * min(gp.lengthscales[1:])
     mean, _ = gp.predict(X[:5])
     assert np.allclose(mean, y[:5], atol=0.05)
+
+
+def test_full_refactorisation_baseline_predicts_the_same():
+    rng = np.random.default_rng(7)
+    X = rng.random((70, 3))
+    y = np.cos(3 * X).sum(1)
+    policy = RefitPolicy(every=10 ** 6, fraction=10.0, max_mean_z2=math.inf)
+    incremental = GaussianProcess("matern52", seed=0, refit=policy)
+    full = GaussianProcess("matern52", seed=0, refit=policy, incremental=False)
+    for gp in (incremental, full):
+        gp.fit(X[:40], y[:40])
+        for n in range(41, 71):
+            gp.update(X[:n], y[:n])
+    assert np.array_equal(incremental.log_theta, full.log_theta) and incremental.n == full.n == 70
+    Xs = rng.random((20, 3))
+    (m1, s1), (m2, s2) = incremental.predict(Xs), full.predict(Xs)
+    assert np.allclose(m1, m2, rtol=1e-9, atol=1e-9)
+    assert np.allclose(s1 ** 2, s2 ** 2, atol=1e-10 * incremental.variance * incremental.y_std ** 2)
