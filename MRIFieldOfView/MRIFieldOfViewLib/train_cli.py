@@ -79,6 +79,9 @@ def configure(parser) -> None:
     parser.add_argument("--max-matrix", type=int, default=256, help="largest phantom in-plane matrix (default 256)")
     parser.add_argument("--workers", type=int, default=1, help="processes generating phantoms (default 1)")
     add_config_arguments(parser)
+    parser.add_argument("--init-from", default=None,
+                        help="start from this model (version, bundled name or folder): fine-tuning; "
+                             "its architecture is used and the architecture options above are ignored")
     parser.add_argument("--epochs", type=int, default=30, help="epochs (default 30, as §2.6.2)")
     parser.add_argument("--samples-per-epoch", type=int, default=80000,
                         help="augmented images drawn per epoch (default 80000, as §2.6.1)")
@@ -104,8 +107,17 @@ def run(args) -> int:
     from .dataset import folder_slice_set, phantom_slice_set, split_slice_set
     from .training import confusion_table, evaluate, model_meta, save_trained, train
 
-    reporter = ProgressReporter("quiet" if args.progress == "quiet" else args.progress)
+    reporter = ProgressReporter(args.progress)
     config = config_from_args(args)
+    initial_state = None
+    if args.init_from:
+        from SegTuneCore.models import ModelStore, load_model
+
+        from .classifier import ARCHITECTURE, TASK
+
+        entry = ModelStore().resolve(TASK, args.init_from)
+        initial_state, init_meta = load_model(entry.path, task=TASK, architecture=ARCHITECTURE)
+        config.update(init_meta["architecture"]["config"])
     try:
         model_config(config)
     except ValueError as exc:
@@ -134,6 +146,8 @@ def run(args) -> int:
         data = phantom_slice_set(seeds, max_slices, args.max_matrix, args.workers, on_volume=on_volume)
         data_record = {"source": "phantoms", "seeds": [seeds.start, seeds.stop], "max_matrix": args.max_matrix}
     data_record["max_slices_per_volume"] = max_slices
+    if args.init_from:
+        data_record["initialised_from"] = {"model": str(args.init_from), "sha256": init_meta.get("sha256")}
     sets = split_slice_set(data, args.seed)
     data_record.update({f"{name}_slices": len(part) for name, part in sets.items()})
     reporter.log(f"data: {len(data)} slices; " + ", ".join(f"{n} {len(p)}" for n, p in sets.items()))
@@ -149,7 +163,7 @@ def run(args) -> int:
     time_limit = args.time_limit_min * 60 if args.time_limit_min else None
     result = train(config, sets["train"], sets["validation"], epochs=args.epochs,
                    samples_per_epoch=args.samples_per_epoch, seed=args.seed, device=device, bf16=args.bf16,
-                   on_step=on_step, on_epoch=on_epoch, time_limit_s=time_limit)
+                   on_step=on_step, on_epoch=on_epoch, time_limit_s=time_limit, initial_state=initial_state)
     metrics = {}
     for name in ("validation", "test"):
         if len(sets[name]):

@@ -99,8 +99,9 @@ def train(config: dict, train_set: SliceSet, validation_set: SliceSet | None, *,
           samples_per_epoch: int, seed: int, device, bf16: bool = False,
           on_step: Callable[[float, str], None] | None = None,
           on_epoch: Callable[[dict], bool | None] | None = None,
-          time_limit_s: float | None = None) -> TrainingResult:
-    """Train a fresh family member; `on_epoch(entry)` returning False stops early."""
+          time_limit_s: float | None = None, initial_state: dict | None = None) -> TrainingResult:
+    """Train a family member (fresh, or from `initial_state`, a state dict of the same
+    architecture: fine-tuning); `on_epoch(entry)` returning False stops early."""
     import torch
 
     if len(train_set) == 0:
@@ -111,7 +112,10 @@ def train(config: dict, train_set: SliceSet, validation_set: SliceSet | None, *,
     cfg = model_config(config)
     batch_size = int(config.get("batch_size", 8))
     learning_rate = float(config.get("learning_rate", 1e-3))
-    model = build_model(cfg).to(device)
+    model = build_model(cfg)
+    if initial_state is not None:
+        model.load_state_dict(initial_state, strict=True)
+    model.to(device)
     weights = class_weights(train_set.labels)
     weights_t = torch.as_tensor(weights, device=device)
     optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=MOMENTUM, nesterov=True,

@@ -52,6 +52,11 @@ def test_a_tiny_training_run_decreases_the_loss():
     metrics = evaluate(result.model, data, device)
     assert np.asarray(metrics["confusion"]).sum() == len(data)
     assert metrics["accuracy"] == pytest.approx(np.trace(metrics["confusion"]) / len(data))
+    # Fine-tuning starts from the given weights (with a zero learning rate they stay).
+    state = {k: v.clone() for k, v in result.model.state_dict().items()}
+    tuned = train(dict(TINY, learning_rate=0.0), data, None, epochs=1, samples_per_epoch=16, seed=1,
+                  device=device, initial_state=state)
+    assert torch.equal(tuned.model.state_dict()["0.weight"], state["0.weight"])
 
 
 def test_confusion_table_is_row_percent_in_thesis_order():
@@ -119,3 +124,26 @@ def test_hpo_objective_refuses_the_600m_weight_model_as_out_of_memory():
     objective.space.validate(huge)
     _, state, error = hpo_evaluate(lambda: objective(huge, 1))
     assert state == TrialState.OOM and "static estimate" in error
+
+
+def test_training_path_needs_no_simpleitk_slicer_or_vtk():
+    # The GPU machine has only torch, numpy, scipy and safetensors.
+    code = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split('.')[0] in ('SimpleITK', 'slicer', 'vtk', 'vtkmodules'):
+            raise ImportError('blocked ' + name)
+sys.meta_path.insert(0, Block())
+import torch
+from MRIFieldOfViewLib.dataset import phantom_slice_set, split_slice_set
+from MRIFieldOfViewLib.training import train
+data = phantom_slice_set([1, 2, 3], max_slices=4, max_matrix=48)
+sets = split_slice_set(data, 0)
+config = dict(blocks=4, filters_log2=2, fc_units=[8], batch_size=4)
+result = train(config, sets['train'], sets['validation'], epochs=1, samples_per_epoch=8, seed=0, device=torch.device('cpu'))
+print(len(data), len(result.history))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["12", "1"]
