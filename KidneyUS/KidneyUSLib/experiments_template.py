@@ -183,9 +183,11 @@ def run(args) -> int:
     test_sets = {"adults": downsample(sets["test_adult"], factor), "children": downsample(sets["test_child"], factor)}
     excluded = downsample(sets["template"], factor).labels[0]
     size = tuple(int(n) for n in train_sets[0].images.shape[1:])
+    options = {k: v for k, v in vars(args).items()
+               if k not in ("command", "experiment", "json") and isinstance(v, (int, float, str, type(None)))}
     results = {"command": "python -m KidneyUSLib experiment template " + " ".join(
-                   f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("json", "command")),
-               "arguments": {k: v for k, v in vars(args).items() if k != "command"},
+                   f"--{k.replace('_', '-')} {v}" for k, v in options.items() if v is not None),
+               "arguments": options,
                "device": describe(device), "cube": list(size), "voxel_mm": 4.0 * factor,
                "data": training.fingerprint(train_sets + list(test_sets.values())),
                "template_seed": TEMPLATE_SEED, "runs": {}}
@@ -194,7 +196,7 @@ def run(args) -> int:
         for seed in range(args.seeds):
             network = build(method, args, size, train_sets, excluded)
             settings = TemplateTrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                             augment=method != "unet-noaug", seed=seed, time_budget_s=args.time_budget)
+                                             augment=0.0 if method == "unet-noaug" else 1.0, seed=seed, time_budget_s=args.time_budget)
             history = train_model(network, train_sets, settings, device, voxel_mm=4.0 * factor)
             run_result = {"seed": seed, "epochs": len(history.train_loss), "train_loss": history.train_loss,
                           "seconds_per_epoch": float(np.mean(history.epoch_seconds)),

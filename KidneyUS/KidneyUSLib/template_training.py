@@ -41,28 +41,30 @@ class TemplateTrainSettings:
     epochs: int = 20
     batch_size: int = 2
     lr: float = 1e-3
-    augment: bool = True
+    augment: float = 1.0                # Table 4.1 standard deviations times this (0: none)
     oversample: bool = True
     seed: int = 0
     time_budget_s: float | None = None  # stop after the epoch that exceeds it
+    bf16: bool | None = None            # convolutions in bf16 (None: where the device supports it); warp fp32
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def augment(images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator,
-            voxel_mm: float = 4.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Table 4.1 on a batch [B, 1, D, H, W]: one random similarity-like G per item, then noise."""
+            voxel_mm: float = 4.0, strength: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Table 4.1 on a batch [B, 1, D, H, W]: one random G (translation, rotations, scalings) per item
+    moves image and label, then Gaussian noise; `strength` multiplies every standard deviation."""
     b = images.shape[0]
     params = np.concatenate([
-        rng.normal(0.0, TRANSLATION_STD_MM / voxel_mm, (b, 3)),
-        rng.normal(0.0, ROTATION_STD, (b, 3)),
-        np.log(np.clip(rng.normal(1.0, SCALING_STD, (b, 3)), 0.5, 2.0)),
+        rng.normal(0.0, strength * TRANSLATION_STD_MM / voxel_mm, (b, 3)),
+        rng.normal(0.0, strength * ROTATION_STD, (b, 3)),
+        np.log(np.clip(rng.normal(1.0, strength * SCALING_STD, (b, 3)), 0.5, 2.0)),
     ], axis=1)
     g = transforms.matrix_from_parameters(torch.from_numpy(params), transforms.grid_centre(images.shape[2:]))
     images = transforms.warp(images.double(), g).float()
     labels = (transforms.warp(labels.double(), g) >= 0.5).float()
-    noise = torch.from_numpy(rng.normal(0.0, NOISE_STD, images.shape).astype(np.float32))
+    noise = torch.from_numpy(rng.normal(0.0, strength * NOISE_STD, images.shape).astype(np.float32))
     return images + noise, labels
 
 
@@ -83,8 +85,11 @@ def train_model(network: torch.nn.Module, train_sets: Sequence[training.CubeSet]
                 device: torch.device, voxel_mm: float = 4.0,
                 on_epoch: Callable[[int, training.History], None] | None = None) -> training.History:
     """Adam on Dice (+ the displacement penalty for a TemplateNet); returns per-epoch losses and times."""
+    from SegTuneCore.device import capabilities
+
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
+    bf16 = capabilities(device)["bf16"] if settings.bf16 is None else settings.bf16
     network.to(device)
     optimiser = torch.optim.Adam(network.parameters(), lr=settings.lr)
     sizes = [len(s) for s in train_sets]
@@ -98,13 +103,14 @@ def train_model(network: torch.nn.Module, train_sets: Sequence[training.CubeSet]
         losses = []
         for first in range(0, len(order), settings.batch_size):
             x, y = training.make_batch(train_sets, order[first:first + settings.batch_size], batching, rng)
-            if settings.augment:
-                x, y = augment(x, y, rng, voxel_mm)
+            if settings.augment > 0:
+                x, y = augment(x, y, rng, voxel_mm, settings.augment)
             x, y = x.to(device), y.to(device)
-            if isinstance(network, TemplateNet):
-                loss = network.loss(network.deform(x), y)
-            else:
-                loss = unet.dice_loss(network(x), y)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                if isinstance(network, TemplateNet):
+                    loss = network.loss(network.deform(x), y)
+                else:
+                    loss = unet.dice_loss(network(x), y)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -186,7 +192,7 @@ def train_template(train_sets: Sequence[training.CubeSet], config: TemplateConfi
                         f"folded_max_{name}": score["folded_max"], f"test_{name}": len(test)})
     if output is not None:
         legacy = training.TrainSettings(epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr,
-                                        augment=float(settings.augment), oversample=settings.oversample,
+                                        augment=settings.augment, oversample=settings.oversample,
                                         seed=settings.seed, time_budget_s=settings.time_budget_s)
         meta = training.model_meta(network, method="template", settings=legacy, train_sets=train_sets,
                                    metrics=metrics, device=device, history=history,
@@ -198,34 +204,45 @@ def train_template(train_sets: Sequence[training.CubeSet], config: TemplateConfi
 
 # --- command line -----------------------------------------------------------------------------
 
+def add_template_arguments(parser) -> None:
+    """The options of `--method template`, added to `train`'s parser and to this module's."""
+    group = parser.add_argument_group("template deformation (--method template)")
+    group.add_argument("--template", choices=templates.KINDS, default="mask",
+                       help="mask: one mask left out of training and testing (thesis); mean: aligned mean shape")
+    group.add_argument("--no-geometric", action="store_true", help="deformation only (G = identity)")
+    group.add_argument("--no-deformation", action="store_true", help="global transform only (L = identity)")
+    group.add_argument("--penalty", type=float, default=TemplateConfig.penalty,
+                       help="λ of the displacement L2 penalty (eq. 4.11)")
+    group.add_argument("--field-level", type=int, default=TemplateConfig.field_level,
+                       help="U-Net decoder level of the displacement field (0: full resolution)")
+    group.add_argument("--downsample", type=int, default=1, choices=(1, 2),
+                       help="train on cubes averaged by this factor (2: 40^3 at 8 mm)")
+
+
 def configure(parser) -> None:
+    from SegTuneCore.process import add_progress_argument
+
     parser.add_argument("--adults", metavar="DIR|N", help="adult training data: a folder of image/label pairs or a phantom count")
     parser.add_argument("--children", metavar="DIR|N", help="child training data: a folder or a phantom count")
     parser.add_argument("--test-adults", type=int, default=8, metavar="N", help="held-out adult phantoms (generated data only)")
     parser.add_argument("--test-children", type=int, default=8, metavar="N", help="held-out child phantoms (generated data only)")
     parser.add_argument("--test-fraction", type=float, default=0.2, help="test share of a folder (default 0.2)")
     parser.add_argument("--output", required=True, metavar="MODEL_DIR")
-    parser.add_argument("--template", choices=templates.KINDS, default="mask",
-                        help="mask: one mask left out of training and testing (thesis); mean: aligned mean shape")
-    parser.add_argument("--no-geometric", action="store_true", help="deformation only (G = identity)")
-    parser.add_argument("--no-deformation", action="store_true", help="global transform only (L = identity)")
-    parser.add_argument("--penalty", type=float, default=TemplateConfig.penalty, help="λ of the displacement L2 penalty (eq. 4.11)")
-    parser.add_argument("--field-level", type=int, default=TemplateConfig.field_level, help="decoder level of the displacement field")
-    parser.add_argument("--width", type=int, default=8)
+    parser.add_argument("--width", type=int, default=8, help="U-Net body base width")
     parser.add_argument("--levels", type=int, default=4)
-    parser.add_argument("--downsample", type=int, default=1, choices=(1, 2), help="train on cubes averaged by this factor")
+    parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--time-budget", type=float, default=None, metavar="SECONDS")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--no-augment", action="store_true", help="no Table 4.1 augmentation")
+    parser.add_argument("--augment", type=float, default=1.0, help="Table 4.1 augmentation strength (0: none)")
     parser.add_argument("--no-oversample", action="store_true")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     parser.add_argument("--workers", type=int, default=1, help="processes generating phantoms")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
-    from SegTuneCore.process import add_progress_argument
-
+    add_template_arguments(parser)
     add_progress_argument(parser)
 
 
@@ -248,17 +265,17 @@ def train_from_args(args) -> int:
 
     if args.adults is None and args.children is None:
         raise SegTuneError("give --adults and/or --children (a folder or a phantom count)")
-    if getattr(args, "no_geometric", False) and getattr(args, "no_deformation", False):
+    if args.no_geometric and args.no_deformation:
         raise SegTuneError("--no-geometric and --no-deformation leave nothing to predict")
     if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0:
         raise SegTuneError("--epochs and --batch-size must be >= 1 and --lr > 0")
     device = select_device(args.device)
     reporter = ProgressReporter(args.progress)
-    factor = getattr(args, "downsample", 1)
+    factor = args.downsample
     reporter.log("preparing data")
     adults, adults_test = load_sets(args.adults, "adult", args.test_adults, args.test_fraction, args.seed, args.workers)
     children, children_test = load_sets(args.children, "child", args.test_children, args.test_fraction, args.seed, args.workers)
-    kind = getattr(args, "template", "mask")
+    kind = args.template
     excluded = None
     if kind == "mask":
         spec, source = (args.adults, adults) if adults is not None else (args.children, children)
@@ -269,15 +286,16 @@ def train_from_args(args) -> int:
     if excluded is not None:
         excluded = downsample_label(excluded, factor)
     size = train_sets[0].images.shape[1:]
-    config = TemplateConfig(width=args.width, levels=args.levels, geometric=not getattr(args, "no_geometric", False),
-                            deformation=not getattr(args, "no_deformation", False),
-                            field_level=getattr(args, "field_level", TemplateConfig.field_level),
-                            penalty=getattr(args, "penalty", TemplateConfig.penalty),
-                            template_shape=tuple(int(n) for n in size), template_kind=kind)
-    settings = TemplateTrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                     augment=not getattr(args, "no_augment", False),
-                                     oversample=not args.no_oversample, seed=args.seed,
-                                     time_budget_s=getattr(args, "time_budget", None))
+    try:
+        config = TemplateConfig(width=args.width, levels=args.levels, dropout=args.dropout,
+                                geometric=not args.no_geometric, deformation=not args.no_deformation,
+                                field_level=args.field_level, penalty=args.penalty,
+                                template_shape=tuple(int(n) for n in size), template_kind=kind)
+    except ValueError as exc:
+        raise SegTuneError(str(exc)) from None
+    settings = TemplateTrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, augment=args.augment,
+                                     oversample=not args.no_oversample, seed=args.seed, time_budget_s=args.time_budget,
+                                     bf16=None if args.precision == "auto" else args.precision == "bf16")
 
     def on_epoch(epoch, history):
         reporter.progress((epoch + 1) / args.epochs,
@@ -286,7 +304,8 @@ def train_from_args(args) -> int:
     reporter.log(f"training template deformation on {', '.join(f'{len(s)} {s.population}' for s in train_sets)} ({device})")
     _, metrics = train_template(train_sets, config, settings, device, excluded_label=excluded, test_sets=test_sets,
                                 output=args.output, voxel_mm=4.0 * factor, on_epoch=on_epoch,
-                                extra_meta={"arguments": {k: v for k, v in vars(args).items() if k != "func"}})
+                                extra_meta={"arguments": {k: v for k, v in vars(args).items()
+                                                          if isinstance(v, (int, float, str, type(None)))}})
     result = {"output": str(args.output), "method": "template", "metrics": metrics, "device": str(device)}
     reporter.result(result)
     if args.json and args.progress != "json":
