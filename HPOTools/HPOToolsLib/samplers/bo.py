@@ -93,6 +93,7 @@ class BOSampler(Sampler):
             configs = self.space.enumerate()
             self._finite = (configs, self.space.encode_many(configs), [self.space.key(c) for c in configs])
         self._encoded: list[np.ndarray] = []     # encoding of each told trial, in order
+        self._incumbent = 0.0
 
     def _reset(self):
         self._encoded = []
@@ -132,6 +133,7 @@ class BOSampler(Sampler):
         rng = self._rng()
         X, y = self.failures.training_data(X_ok, y_ok, X_failed, order)
         self.gp.update(X, y)
+        self._incumbent = float(np.min(y))     # the EI target: real observations, never a fantasy
         n_real = self.gp.n
         try:
             if self.failures.policy == "feasibility" and len(X_failed):
@@ -154,8 +156,7 @@ class BOSampler(Sampler):
 
     def _score(self, X_cand, X_ok, X_failed):
         mean, std = self.gp.predict(X_cand)
-        best = float(np.min(self.gp.y))
-        return (log_acquisition(self.acquisition, mean, std, best, self.xi)
+        return (log_acquisition(self.acquisition, mean, std, self._incumbent, self.xi)
                 + self.failures.log_feasibility(X_cand, X_ok, X_failed))
 
     def _candidates(self, rng, X_ok, y_ok):
