@@ -507,7 +507,7 @@ def random_acquisition(subject: Subject, rng: np.random.Generator, regions: list
     protocol = protocol or str(rng.choice(PROTOCOLS))
     edges = subject.boundaries()
     if spine:
-        level = rng.choice(["lumbar", "thoracic", "cervical"])
+        level = rng.choice(["lumbar", "thoracic", "cervical"], p=[0.45, 0.35, 0.2])
         z_lo, z_hi, spine_y = {"lumbar": (edges[2] + 10, edges[3] - 20, 56),
                                "thoracic": (edges[3] + 20, edges[4] - 20, 65),
                                "cervical": (edges[4] + 5, edges[4] + 75, 18)}[level]
@@ -515,7 +515,7 @@ def random_acquisition(subject: Subject, rng: np.random.Generator, regions: list
         slices = int(rng.integers(12, 40))
         z_start = rng.uniform(z_lo, max(z_lo, z_hi - slices * thickness))
         slices = max(8, min(slices, int((z_hi - z_start) / thickness) + 8))
-        fov = rng.uniform(140, 230)
+        fov = rng.uniform(120, 200)
         matrix = int(rng.integers(160, max_matrix + 1)) if max_matrix >= 160 else max_matrix
         return Acquisition(protocol, thickness, fov / matrix, (matrix, matrix),
                            (rng.uniform(-10, 10), spine_y * subject.depth + rng.uniform(-25, 10)),
@@ -528,7 +528,9 @@ def random_acquisition(subject: Subject, rng: np.random.Generator, regions: list
     # whole first/last region sometimes); reaching the vertex adds empty slices above the head.
     low_span = edges[first + 1] - edges[first]
     high_span = edges[last + 1] - edges[last]
-    z_start = edges[first] + (0.0 if first == 0 and rng.random() < 0.3 else rng.uniform(0.0, 0.45) * low_span)
+    # Head studies start between the upper neck and the skull base, not at the shoulders.
+    start_range = (0.2, 0.45) if first == 4 else (0.0, 0.45)
+    z_start = edges[first] + (0.0 if first == 0 and rng.random() < 0.3 else rng.uniform(*start_range) * low_span)
     if last == 4 and rng.random() < 0.7:
         z_end = edges[5] + rng.uniform(5, 60)
     else:
