@@ -51,6 +51,8 @@ def configure(parser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--output", default="experiment-template", help="folder for results.json and table.md")
     parser.add_argument("--figure", default=str(FIGURE), help="PNG of the Fig. 4.4 parameter distributions")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the runs of the other methods already in OUTPUT/results.json (rerun some rows only)")
     parser.add_argument("--json", action="store_true")
 
 
@@ -191,6 +193,15 @@ def run(args) -> int:
                "device": describe(device), "cube": list(size), "voxel_mm": 4.0 * factor,
                "data": training.fingerprint(train_sets + list(test_sets.values())),
                "template_seed": TEMPLATE_SEED, "runs": {}}
+    previous = output / "results.json"
+    if args.reuse and previous.is_file():
+        kept = json.loads(previous.read_text())
+        if kept.get("cube") != list(size) or kept.get("data") != results["data"]:
+            raise SegTuneError(f"{previous}: its runs used other data; drop --reuse")
+        results["runs"] = {m: runs for m, runs in kept["runs"].items() if m not in methods}
+        results["earlier_commands"] = kept.get("earlier_commands", []) + [kept["command"]]
+        if "fig_4_4" in kept and "geometric+deformation" not in methods:
+            results["fig_4_4"] = kept["fig_4_4"]
     log(f"data ready: {size} cubes")
     for method in methods:
         for seed in range(args.seeds):

@@ -50,13 +50,14 @@ class TemplateConfig:
     field_sigma: float = 2.0      # Gaussian K_σ on the upsampled field, in template voxels
     global_width: int = 32        # channels of the two convolution blocks before the 9 parameters
     penalty: float = 0.01         # λ of eq. 4.11 (per voxel, displacements in voxels)
+    integration_steps: int = 6    # scaling-and-squaring steps of the field (0: the thesis' plain displacement)
     template_shape: tuple[int, int, int] = (80, 80, 80)
     template_kind: str = "mask"   # "mask" (one training mask) or "mean" (aligned mean shape)
 
     def __post_init__(self):
         if not (self.geometric or self.deformation):
             raise ValueError("a template network needs the geometric and/or the deformation branch")
-        if self.width < 1 or self.levels < 2 or not 0 <= self.field_level < self.levels:
+        if self.width < 1 or self.levels < 2 or not 0 <= self.field_level < self.levels or self.integration_steps < 0:
             raise ValueError(f"invalid template network configuration {self}")
         divisor = 2 ** (self.levels - 1)
         if len(self.template_shape) != 3 or any(n % divisor for n in self.template_shape):
@@ -185,15 +186,6 @@ def upsampling_matrix(size: int, coarse: int) -> torch.Tensor:
     return F.interpolate(eye, size=size, mode="linear", align_corners=True)[:, 0, :].T
 
 
-def field_operator(coarse: int, size: int, sigma: float) -> torch.Tensor:
-    """One axis of §4.4.2's v -> u: 3-tap mean, linear upsampling, Gaussian K_σ, as one [size, coarse] matrix.
-
-    Every step is separable, so applying this matrix along each axis is the 3x3x3 mean filter,
-    the trilinear upsampling and the 3D Gaussian in sequence, at a fraction of the cost.
-    """
-    return filter_matrix(size, gaussian_kernel(sigma)) @ upsampling_matrix(size, coarse) @ mean_matrix(coarse)
-
-
 def apply_separable(field_: torch.Tensor, matrices: Sequence[torch.Tensor]) -> torch.Tensor:
     """[B, C, d, h, w] -> [B, C, D, H, W] with matrices ([D, d], [H, h], [W, w]) along each axis."""
     md, mh, mw = (m.to(field_.dtype) for m in matrices)
@@ -202,19 +194,49 @@ def apply_separable(field_: torch.Tensor, matrices: Sequence[torch.Tensor]) -> t
     return (md @ x.reshape(b, c, d, h * w)).reshape(b, c, md.shape[0], h, w)
 
 
-class LocalBranch(nn.Module):
-    """Field-level features -> u [B, 3, D, H, W] on the template grid (§4.4.2)."""
+def integrate_velocity(velocity: torch.Tensor, steps: int) -> torch.Tensor:
+    """Displacement of exp(v) by scaling and squaring (Arsigny et al. 2006, Dalca et al. 2018):
+    u ← v/2^steps, then `steps` times u ← u + u∘(Id + u). Velocity and result [B, 3, d, h, w] in
+    voxels (x, y, z) of their own grid; zero stays exactly zero."""
+    shape = velocity.shape[2:]
+    grid = voxel_grid(shape, velocity.dtype, velocity.device)
+    displacement = velocity / 2 ** steps
+    for _ in range(steps):
+        points = to_normalised(grid + displacement.permute(0, 2, 3, 4, 1), shape)
+        displacement = displacement + F.grid_sample(displacement, points, mode="bilinear", padding_mode="border",
+                                                    align_corners=transforms.ALIGN_CORNERS)
+    return displacement
 
-    def __init__(self, in_channels: int, shape: Sequence[int], coarse_shape: Sequence[int], sigma: float):
+
+class LocalBranch(nn.Module):
+    """Field-level features -> u [B, 3, D, H, W] on the template grid (§4.4.2).
+
+    v (3x3x3 conv, 3 filters) -> 3x3x3 mean filter -> [exp(v) by scaling and squaring, on the
+    coarse grid, when `steps` > 0] -> trilinear upsampling -> Gaussian K_σ. With steps = 0 this is
+    the thesis' plain displacement field; integrating a velocity keeps L invertible (no folds)
+    however large the field, the guarantee the plain field lacks (see docs/KidneyUS-template.md).
+    """
+
+    def __init__(self, in_channels: int, shape: Sequence[int], coarse_shape: Sequence[int], sigma: float,
+                 steps: int = 0):
         super().__init__()
         self.field_conv = _zero_conv(in_channels, 3, 3)
+        self.steps = steps
         for axis, (n, c) in enumerate(zip(shape, coarse_shape)):
-            self.register_buffer(f"operator_{axis}", field_operator(c, n, sigma).float(), persistent=False)
+            self.register_buffer(f"mean_{axis}", mean_matrix(c).float(), persistent=False)
+            smooth_up = filter_matrix(n, gaussian_kernel(sigma)) @ upsampling_matrix(n, c)
+            self.register_buffer(f"upsample_{axis}", smooth_up.float(), persistent=False)
+        # template voxels per coarse voxel along x, y, z (corners aligned)
+        ratio = [(n - 1) / max(c - 1, 1) for n, c in zip(shape[::-1], coarse_shape[::-1])]
+        self.register_buffer("ratio", torch.tensor(ratio).view(1, 3, 1, 1, 1), persistent=False)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         v = self.field_conv(features)
         with torch.autocast(v.device.type, enabled=False):  # the field is always fp32
-            return FIELD_SCALE * apply_separable(v.float(), (self.operator_0, self.operator_1, self.operator_2))
+            v = FIELD_SCALE * apply_separable(v.float(), (self.mean_0, self.mean_1, self.mean_2))
+            if self.steps:
+                v = integrate_velocity(v / self.ratio, self.steps) * self.ratio
+            return apply_separable(v, (self.upsample_0, self.upsample_1, self.upsample_2))
 
 
 def voxel_grid(shape: Sequence[int], dtype=torch.float32, device=None) -> torch.Tensor:
@@ -278,8 +300,8 @@ class TemplateNet(nn.Module):
         self.body = UNetBody(config)
         self.global_branch = GlobalBranch(self.body.bottleneck_channels, config.global_width) if config.geometric else None
         coarse = tuple(n // 2 ** config.field_level for n in config.template_shape)
-        self.local_branch = (LocalBranch(self.body.field_channels, config.template_shape, coarse, config.field_sigma)
-                             if config.deformation else None)
+        self.local_branch = (LocalBranch(self.body.field_channels, config.template_shape, coarse, config.field_sigma,
+                                         config.integration_steps) if config.deformation else None)
         if template is None:
             template = torch.zeros(config.template_shape)
         template = torch.as_tensor(template, dtype=torch.float32)

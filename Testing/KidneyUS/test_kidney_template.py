@@ -137,8 +137,9 @@ def test_warp_is_differentiable_gradcheck():
     assert torch.autograd.gradcheck(warp, (params, field), eps=1e-6, atol=1e-5)
 
 
-def test_field_operator_is_the_mean_filter_upsampling_and_gaussian_in_sequence():
-    """§4.4.2 with torch's own ops (3x3x3 mean, trilinear upsampling, Gaussian with replicated edges)."""
+def test_local_branch_is_the_mean_filter_upsampling_and_gaussian_in_sequence():
+    """§4.4.2 (plain displacement, no integration) against torch's own ops: 3x3x3 mean, trilinear
+    upsampling, Gaussian with replicated edges."""
     from torch.nn import functional as F
 
     torch.manual_seed(0)
@@ -155,8 +156,31 @@ def test_field_operator_is_the_mean_filter_upsampling_and_gaussian_in_sequence()
         pad = [0] * 6
         pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = 5
         reference = F.conv3d(F.pad(reference, pad, mode="replicate"), kernel.view(shape).expand(3, *shape[1:]), groups=3)
-    operators = [tn.field_operator(c, n, sigma) for c, n in zip(v.shape[2:], out_shape)]
-    assert torch.allclose(tn.apply_separable(v, operators), reference, atol=1e-12)
+    branch = tn.LocalBranch(3, out_shape, v.shape[2:], sigma, steps=0)
+    with torch.no_grad():
+        torch.nn.init.dirac_(branch.field_conv.weight)  # v = the features
+        u = branch(v.float())
+    assert torch.allclose(u.double(), tn.FIELD_SCALE * reference, atol=1e-5)
+
+
+def test_integrated_velocity_does_not_fold_where_the_plain_displacement_does():
+    d, h, w = SHAPE
+    z, y, x = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in SHAPE], indexing="ij")
+    r2 = (x - w / 2) ** 2 + (y - h / 2) ** 2 + (z - d / 2) ** 2
+    field = np.zeros((1, 3, *SHAPE))
+    field[0, 0] = -3 * (x - w / 2) * np.exp(-r2 / 36)  # folds as a displacement (see below)
+    field[0, 1] = 4 * np.exp(-r2 / 50)                 # and a large shift
+    field = torch.from_numpy(field)
+    identity = torch.eye(4, dtype=torch.float64)[None]
+    empty = torch.zeros(1, 1, *SHAPE, dtype=torch.float64)
+    assert tn.folded_fraction(tn.warp_template(empty, identity, field)[1]).item() > 0
+    integrated = tn.integrate_velocity(field, 7)
+    assert tn.folded_fraction(tn.warp_template(empty, identity, integrated)[1]).item() == 0
+    assert integrated[0, 1].max() > 3  # still a large deformation
+    assert torch.equal(tn.integrate_velocity(torch.zeros_like(field), 7), torch.zeros_like(field))
+    # a constant velocity integrates to the same constant displacement
+    constant = torch.full_like(field, 0.7)
+    assert torch.allclose(tn.integrate_velocity(constant, 5), constant, atol=1e-12)
 
 
 # --- Jacobian and folding ------------------------------------------------------------------------
@@ -209,7 +233,7 @@ def test_smooth_deformation_of_a_template_is_one_component(phantoms, kidney):
         net.local_branch.field_conv.weight.normal_(0, 1.0)
         net.local_branch.field_conv.weight *= 1.5 / net.deform(images).displacement.abs().max()
         d = net.deform(images)
-    assert d.displacement.abs().max() == pytest.approx(1.5, rel=1e-3) and d.parameters.abs().max() == 2.0
+    assert 1.0 < d.displacement.abs().max() < 2.5 and d.parameters.abs().max() == 2.0
     assert (tn.folded_fraction(d.grid) == 0).all()
     for output in d.probabilities[:, 0].numpy():
         assert ndimage.label(output >= 0.5)[1] == 1
@@ -323,3 +347,27 @@ def test_cli_trains_a_model_and_refuses_bad_input(tmp_path):
     bad = run_module("--adults", "2", "--no-geometric", "--no-deformation", "--output", str(tmp_path / "x"))
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "error:" in bad.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_template_segmenter_in_the_segmentation_pipeline_returns_the_label_on_the_native_grid():
+    """An untrained network (G = identity, u = 0) whose template is the phantom's own cube label:
+    the pipeline (canonical 4 mm cube -> template -> native grid) gives back the native label."""
+    from KidneyUSLib.phantom import generate_phantom, generate_training_pair
+    from KidneyUSLib.segmentation import segment_volume
+
+    volume, label = generate_phantom("adult", 0, size=(100, 100, 100))
+    template = templates.mask_template(generate_training_pair("adult", 0)[1])
+    net = tn.TemplateNet(tn.TemplateConfig(width=2, global_width=4), torch.from_numpy(template))
+    segmenter = tn.TemplateSegmenter(net, {"architecture": net.architecture()}, torch.device("cpu"), False, False)
+    infos = []
+
+    def probability(cube):
+        p, info = segmenter(cube)
+        infos.append(info)
+        return p
+
+    result = segment_volume(volume, probability, largest_component=False)
+    assert result.labels.shape == label.array.shape
+    assert dice(result.labels, label.array) > 0.85  # 4 mm cube and back
+    assert ndimage.label(result.labels)[1] == 1
+    assert infos[0]["folded_fraction"] == 0.0 and infos[0]["min_jacobian"] == pytest.approx(1.0)
