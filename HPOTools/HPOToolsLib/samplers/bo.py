@@ -7,7 +7,9 @@ default, optionally PI) times the feasibility probability (``failures``) over
 - every untested combination when the space is finite (up to ``max_enumerate`` combinations, §2.4);
 - otherwise ``n_candidates`` uniform candidates plus ``n_local`` perturbations of the best
   trials, then ``n_refine`` perturbations around the winner, then (while n <= ``polish_max_n``)
-  up to ``polish_iterations`` L-BFGS-B steps on the Float coordinates of the winner.
+  up to ``polish_iterations`` L-BFGS-B steps on the Float coordinates of the winner. The polish
+  matters most with few points (a precise optimum late in a short search) and its ~30 small GP
+  predictions, each reading all of L⁻¹, cost more than the rest of a suggestion at n = 1000.
 
 Batches (``ask(n)`` with n > 1, and pending configurations from earlier asks) use ``batch``:
 
@@ -70,7 +72,7 @@ class BOSampler(Sampler):
                  fits: Callable[[dict], bool] | None = None, n_candidates: int = 256, n_local: int = 128,
                  n_refine: int = 64, max_enumerate: int = 200_000, refit_every: int = 1,
                  refit_fraction: float = 0.1, n_restarts: int = 3, max_fit_points: int = 400,
-                 incremental: bool = True, polish_iterations: int = 30, polish_max_n: int = 2000):
+                 incremental: bool = True, polish_iterations: int = 30, polish_max_n: int = 500):
         super().__init__(space, seed)
         if batch not in ("liar", "sample"):
             raise ValueError(f"unknown batch strategy {batch!r} (expected 'liar' or 'sample')")
