@@ -41,8 +41,12 @@ def load_classifier(model: str | None = None, device: str = "auto", store=None) 
 
     from .classifier import TASK, SliceClassifier
 
+    import torch
+
     entry = (store or ModelStore()).resolve(TASK, model)
     classifier = SliceClassifier.load(entry, select_device(device))
+    # NHWC weights make the 2D convolutions 1.5-1.9x faster on the CPU, same outputs (bench localize).
+    classifier.model.to(memory_format=torch.channels_last)
     summary = dict(entry.summary(), sha256=entry.meta.get("sha256"))
     return LoadedModel(classifier, summary)
 
