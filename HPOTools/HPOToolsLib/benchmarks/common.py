@@ -13,6 +13,19 @@ from SegTuneCore.process import atomic_write
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "segtune" / "hpo-bench"
 
 
+def engine_fingerprint() -> str:
+    """Short hash of the engine's sources (everything in HPOToolsLib but the benchmarks): results
+    computed by different versions of the optimisers are never mixed up in a cache."""
+    import hashlib
+
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*.py") if "benchmarks" not in p.relative_to(root).parts):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
 def limit_threads() -> None:
     """One BLAS / torch thread per process. On this shared 2-core machine a multi-threaded BLAS under
     load is catastrophic (measured: a replay BO run 7x slower), and --workers gives the parallelism."""
@@ -97,7 +110,8 @@ def record(args, extra: dict | None = None) -> dict:
 
     device = describe("cpu")
     device["cpu_count"] = os.cpu_count()
-    return {"device": device, "versions": {"numpy": numpy.__version__, "optuna": optuna.__version__},
+    return {"device": device, "versions": {"numpy": numpy.__version__, "optuna": optuna.__version__,
+                                           "engine_fingerprint": engine_fingerprint()},
             "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
                           if k not in ("func",)}, **(extra or {})}
 

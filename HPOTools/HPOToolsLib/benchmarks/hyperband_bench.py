@@ -27,14 +27,16 @@ from pathlib import Path
 
 import numpy as np
 
-from HPOToolsLib.benchmarks.common import (add_cache_arguments, cache_from_args, limit_threads, parse_seeds, pyplot,
-                                           record, save_figure)
+from HPOToolsLib.benchmarks.common import (add_cache_arguments, cache_from_args, engine_fingerprint, limit_threads,
+                                           parse_seeds, pyplot, record, save_figure)
 
 METHODS = {"random": "random search (full budget)", "bo": "GP-BO (full budget)", "hyperband": "Hyperband",
            "hyperband-bo-thesis": "Hyperband+BO (thesis, normalised EI)",
            "hyperband-bo-liar": "Hyperband+BO (constant liar)"}
 PROBLEMS = ("mf-hartmann6", "digits")
 MAX_BUDGET, ETA = 27, 3
+
+ENGINE = engine_fingerprint()
 
 
 class Problem:
@@ -128,7 +130,7 @@ def configure(parser) -> None:
 
 
 def _key(problem, method, seed, total) -> str:
-    return f"{problem}/{method}/R{MAX_BUDGET}/eta{ETA}/total{total:g}/seed{seed}"
+    return f"{problem}/{method}/R{MAX_BUDGET}/eta{ETA}/total{total:g}/seed{seed}/engine-{ENGINE}"
 
 
 def summarise(results: dict, total: float) -> dict:

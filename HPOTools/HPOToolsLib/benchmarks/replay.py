@@ -27,12 +27,15 @@ from pathlib import Path
 import numpy as np
 
 from HPOToolsLib.benchmarks import tabular
-from HPOToolsLib.benchmarks.common import add_cache_arguments, cache_from_args, limit_threads, pyplot, record, save_figure
+from HPOToolsLib.benchmarks.common import (add_cache_arguments, cache_from_args, engine_fingerprint, limit_threads,
+                                           pyplot, record, save_figure)
 
 TABLES = {"nasbench201": lambda: tabular.nasbench201("cifar10"),
           "hpobench": lambda: tabular.hpobench("vehicle"),
           "digits": lambda: tabular.LearningCurveTable().final}
 GOALS = ["best model", "within 1%", "within 5%", "within 10%", "top 1%", "top 5%", "top 10%"]
+
+ENGINE = engine_fingerprint()
 
 
 def goal_masks(losses: np.ndarray) -> dict[str, np.ndarray]:
@@ -144,7 +147,7 @@ def run(args) -> int:
         masks = goal_masks(table.losses)
         # A seeded permutation: --starts k uses its first k models, so a larger k reuses the cached runs.
         starts = np.random.default_rng(args.seed).permutation(n)[:args.starts]
-        keys = {int(s): f"{name}/start{int(s)}/max{args.max_draws}/seed{args.seed}" for s in starts}
+        keys = {int(s): f"{name}/start{int(s)}/max{args.max_draws}/seed{args.seed}/engine-{ENGINE}" for s in starts}
         todo = [s for s, k in keys.items() if k not in cache]
         if todo:
             print(f"replay {name}: {len(todo)} BO runs to do ({len(keys) - len(todo)} cached)", file=sys.stderr)
@@ -161,13 +164,17 @@ def run(args) -> int:
         for goal in GOALS:
             rs_stats[goal]["expected"], rs_stats[goal]["expected_std"] = random_expectation(n, int(masks[goal].sum()))
             rs_stats[goal]["models_meeting_goal"] = int(masks[goal].sum())
-        ratio = bo_stats["top 1%"]["mean"] / rs_stats["top 1%"]["mean"]
+        # Against the measured random average and against its exact expectation; the target is
+        # judged on the larger (less favourable to BO) of the two ratios.
+        ratio = max(bo_stats["top 1%"]["mean"] / rs_stats["top 1%"]["mean"],
+                    bo_stats["top 1%"]["mean"] / rs_stats["top 1%"]["expected"])
         results[name] = {"table": table.name, "models": n, "best_loss": float(table.losses.min()),
                          "bo_runs": len(bo_runs), "random_runs": len(rs_runs),
                          "bo": bo_stats, "random": rs_stats,
                          "bo_seconds_per_run": float(np.mean([cache[k]["seconds"] for k in keys.values()])),
                          "top1_ratio_bo_over_random": ratio, "target_top1_ratio": 0.25,
-                         "meets_target": bool(ratio <= 0.25)}
+                         "meets_target": bool(ratio <= 0.25),
+                         "top1_censored_bo_runs": bo_stats["top 1%"]["censored"]}
         curves[name] = (bo_runs, rs_runs)
     out = {"tables": results}
     out.update(record(args, {"benchmark": "replay", "wall_seconds_this_call": round(time.perf_counter() - began, 1)}))
@@ -191,7 +198,10 @@ def format_table(results: dict) -> str:
             flag = f" ({b['censored']} runs capped)" if b["censored"] else ""
             lines.append(f"| {goal} | {r['mean']:.1f} ± {r['std']:.1f} | {r['worst']} | {r['expected']:.1f} | "
                          f"{b['mean']:.1f} ± {b['std']:.1f}{flag} | {b['worst']}{'+' if b['censored'] else ''} |")
-        lines.append(f"top 1%: BO / random = {res['top1_ratio_bo_over_random']:.3f} (target <= 0.25)")
+        capped = res["top1_censored_bo_runs"]
+        lines.append(f"top 1%: BO / random = {res['top1_ratio_bo_over_random']:.3f} (target <= 0.25; the larger of "
+                     "the ratios to the measured and to the expected random average"
+                     + (f"; {capped} BO runs capped, so BO's average is a lower bound)" if capped else ")"))
     return "\n".join(lines)
 
 

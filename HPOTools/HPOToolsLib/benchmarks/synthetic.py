@@ -23,13 +23,14 @@ from typing import Callable
 
 import numpy as np
 
-from HPOToolsLib.benchmarks.common import (add_cache_arguments, cache_from_args, limit_threads, parse_seeds, pyplot,
-                                           record, save_figure)
+from HPOToolsLib.benchmarks.common import (add_cache_arguments, cache_from_args, engine_fingerprint, limit_threads,
+                                           parse_seeds, pyplot, record, save_figure)
 
 METHODS = {"random": "random (ours)", "bo": "GP-BO (ours)", "tpe": "Optuna TPE", "gp": "Optuna GPSampler"}
 BBOB = [f"f{i:02d}" for i in range(1, 25)]
 NAMED = ["branin", "hartmann6"]
 TARGET_PRECISION = 1e-8
+ENGINE = engine_fingerprint()
 
 
 @dataclass
@@ -90,7 +91,9 @@ def run_one(name: str, method: str, seed: int, n_evals: int, dimension: int) -> 
 
 
 def _key(name, method, seed, n_evals, dimension) -> str:
-    return f"{name}/d{dimension}/{method}/n{n_evals}/seed{seed}"
+    # Our methods' results depend on the engine version; Optuna's do not.
+    engine = f"/engine-{ENGINE}" if method in ("random", "bo") else ""
+    return f"{name}/d{dimension}/{method}/n{n_evals}/seed{seed}{engine}"
 
 
 def configure(parser) -> None:
@@ -123,6 +126,9 @@ def summarise(results: dict, functions: list[str], methods: list[str], n_evals: 
         row = {}
         for method in methods:
             finals = np.array([r["regret"][-1] for r in results[name][method]])
+            if len(finals) == 0:   # --report-only on a partly filled cache
+                row[method] = {"median": None, "runs": 0}
+                continue
             row[method] = {"median": float(np.median(finals)), "q25": float(np.quantile(finals, 0.25)),
                            "q75": float(np.quantile(finals, 0.75)), "runs": len(finals),
                            "median_seconds": float(np.median([r["seconds"] for r in results[name][method]]))}
@@ -136,12 +142,17 @@ def summarise(results: dict, functions: list[str], methods: list[str], n_evals: 
         def no_worse(a, b):
             return a <= b + 1e-12 or (a < TARGET_PRECISION and b < TARGET_PRECISION)
 
+        def compared(other):
+            return [f for f in bbob if median(f, "bo") is not None and median(f, other) is not None]
+
         if "tpe" in methods:
-            wins = [f for f in bbob if median(f, "bo") < median(f, "tpe") and not no_worse(median(f, "tpe"), median(f, "bo"))]
-            summary["bo_beats_tpe"] = {"count": len(wins), "of": len(bbob), "functions": wins, "target": 18}
+            wins = [f for f in compared("tpe") if median(f, "bo") < median(f, "tpe")
+                    and not no_worse(median(f, "tpe"), median(f, "bo"))]
+            summary["bo_beats_tpe"] = {"count": len(wins), "of": len(compared("tpe")), "functions": wins, "target": 18}
         if "gp" in methods:
-            ok = [f for f in bbob if no_worse(median(f, "bo"), median(f, "gp"))]
-            summary["bo_no_worse_than_gp"] = {"count": len(ok), "of": len(bbob), "functions": ok, "target": 12}
+            ok = [f for f in compared("gp") if no_worse(median(f, "bo"), median(f, "gp"))]
+            summary["bo_no_worse_than_gp"] = {"count": len(ok), "of": len(compared("gp")), "functions": ok,
+                                              "target": 12}
     if "hartmann6" in functions:
         summary["hartmann6_median_regret"] = {m: per_function["hartmann6"][m]["median"] for m in methods}
     return {"per_function": per_function, "summary": summary}
@@ -153,13 +164,15 @@ def plot(results: dict, functions: list[str], methods: list[str], path: Path) ->
     fig, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 3.8), squeeze=False)
     for ax, name in zip(axes[0], shown):
         for method in methods:
+            if not results[name][method]:
+                continue
             traces = np.array([r["regret"] for r in results[name][method]])
             evals = np.arange(1, traces.shape[1] + 1)
             ax.plot(evals, np.maximum(np.median(traces, 0), 1e-10), label=METHODS[method])
             ax.fill_between(evals, np.maximum(np.quantile(traces, 0.25, 0), 1e-10),
                             np.maximum(np.quantile(traces, 0.75, 0), 1e-10), alpha=0.15)
         ax.set_yscale("log")
-        ax.set_title(f"{name}: median regret (band: quartiles, {traces.shape[0]} seeds)")
+        ax.set_title(f"{name}: median regret (band: quartiles)")
         ax.set_xlabel("evaluations")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("best value - optimum")
@@ -198,7 +211,7 @@ def run(args) -> int:
     results = {f: {m: [cache[k] for s in seeds if (k := _key(f, m, s, args.n_evals, args.dimension)) in cache]
                    for m in methods} for f in functions}
     missing = [f"{f}/{m}" for f in functions for m in methods if not results[f][m]]
-    if missing:
+    if missing and not args.report_only:
         raise ValueError(f"no finished run for {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
     out = summarise(results, functions, methods, args.n_evals)
     out.update(record(args, {"benchmark": "synthetic", "seeds": seeds, "n_evals": args.n_evals,
@@ -218,12 +231,15 @@ def format_table(out: dict, functions: list[str], methods: list[str]) -> str:
              "|---" * (len(methods) + 1) + "|"]
     for name in functions:
         row = out["per_function"][name]
-        best = min(row[m]["median"] for m in methods)
-        cells = [(f"**{row[m]['median']:.3g}**" if row[m]["median"] <= best else f"{row[m]['median']:.3g}") for m in methods]
+        best = min(row[m]["median"] for m in methods if row[m]["median"] is not None)
+        seeds = {row[m]["runs"] for m in methods}
+        cells = ["—" if row[m]["median"] is None else
+                 (f"**{row[m]['median']:.3g}**" if row[m]["median"] <= best else f"{row[m]['median']:.3g}")
+                 + (f" ({row[m]['runs']})" if len(seeds) > 1 and row[m]["runs"] else "") for m in methods]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     for key, value in out["summary"].items():
         if isinstance(value, dict) and "count" in value:
             lines.append(f"\n{key}: {value['count']}/{value['of']} (target >= {value['target']})")
         else:
-            lines.append(f"\n{key}: " + ", ".join(f"{METHODS[m]} {v:.3g}" for m, v in value.items()))
+            lines.append(f"\n{key}: " + ", ".join(f"{METHODS[m]} {v:.3g}" for m, v in value.items() if v is not None))
     return "\n".join(lines)
