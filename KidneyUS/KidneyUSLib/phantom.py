@@ -40,7 +40,7 @@ DISPLAY_REFERENCE = 2.2  # envelope mapped to 255
 NATIVE_SPACING_RANGE = (0.4, 1.0)
 NATIVE_SIZE_RANGE = (150, 250)
 MAX_OBLIQUE_DEG = 35.0  # below 45 deg: the canonical axes stay the probe axes
-# fast path: the mean display level times (1 + a correlated Gaussian texture) whose coefficient of
+# fast path: the mean display level times a correlated log-normal texture whose coefficient of
 # variation and correlation (sigma in cube voxels along k, j, i = lateral, axial, elevational)
 # match native speckle after preprocessing's 4 mm anti-aliasing (docs/KidneyUS-phantom.md)
 CUBE_TEXTURE_CV = 0.22
@@ -377,6 +377,16 @@ def generate_phantom(population: str, seed: int, spacing=None, size=None, obliqu
     return Volume(image, ijk_to_ras), Volume(label, ijk_to_ras.copy())
 
 
+def cube_texture(rng: np.random.Generator, shape) -> np.ndarray:
+    """Multiplicative speckle texture of the 4 mm cube: log-normal, mean 1, coefficient of variation
+    CUBE_TEXTURE_CV, correlated like averaged native speckle. Log-normal rather than Gaussian because
+    averaged speckle is skewed (measured skewness 0.65; a log-normal with CV 0.22 has 0.67): a
+    symmetric texture has too many dark spots, which a network takes for kidney."""
+    field = ndimage.gaussian_filter(rng.standard_normal(shape), CUBE_TEXTURE_SIGMA_VOX)
+    log_sigma = np.sqrt(np.log1p(CUBE_TEXTURE_CV**2))
+    return np.exp(log_sigma * field / field.std() - 0.5 * log_sigma**2)
+
+
 def cube_ijk_to_probe(scene: Scene) -> np.ndarray:
     """4x4 from the canonical cube's (i, j, k) to probe mm, as `preprocessing.preprocess` builds the cube.
 
@@ -406,10 +416,9 @@ def generate_training_pair(population: str, seed: int):
     amplitude = ndimage.gaussian_filter(amplitude, CUBE_PARTIAL_VOLUME_SIGMA)
 
     rng = np.random.default_rng([scene.seed, POPULATIONS.index(population), 2])
-    texture = ndimage.gaussian_filter(rng.standard_normal(amplitude.shape), CUBE_TEXTURE_SIGMA_VOX)
-    texture *= CUBE_TEXTURE_CV / texture.std()
-    intensity = np.minimum(_mean_display(amplitude, scene.noise) * (1.0 + texture), 255.0)
-    intensity = np.where(sector, intensity, 0.0).astype(np.float32)
+    intensity = np.minimum(_mean_display(amplitude, scene.noise) * cube_texture(rng, amplitude.shape), 255.0)
+    # the sector's edges get the same partial-volume blur as the anatomy (native: anti-aliasing)
+    intensity = (intensity * ndimage.gaussian_filter(sector.astype(np.float32), CUBE_PARTIAL_VOLUME_SIGMA)).astype(np.float32)
 
     # the native grid's field of view inside the cube, as preprocess sees it
     ijk = np.argwhere(np.ones((n, n, n), dtype=bool))[:, ::-1].astype(np.float64)

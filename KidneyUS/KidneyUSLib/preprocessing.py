@@ -57,15 +57,16 @@ def cube_geometry(input_shape, input_ijk_to_ras: np.ndarray) -> np.ndarray:
     return matrix
 
 
-def _resample(array: np.ndarray, out_to_in_ijk: np.ndarray, output_shape, order: int) -> np.ndarray:
+def _resample(array: np.ndarray, out_to_in_ijk: np.ndarray, output_shape, order: int,
+              mode: str = "constant") -> np.ndarray:
     """Resample an array indexed [k, j, i] with a 4x4 (i, j, k) output-to-input voxel map."""
     reverse = np.eye(3)[::-1]
     matrix = reverse @ out_to_in_ijk[:3, :3] @ reverse
     offset = reverse @ out_to_in_ijk[:3, 3]
     if order > 1:
-        array = ndimage.spline_filter(array, order, output=np.float32, mode="constant")
+        array = ndimage.spline_filter(array, order, output=np.float32, mode=mode)
     return ndimage.affine_transform(array, matrix, offset, output_shape=output_shape, order=order,
-                                    mode="constant", cval=0.0, prefilter=False, output=np.float32)
+                                    mode=mode, cval=0.0, prefilter=False, output=np.float32)
 
 
 def field_of_view(info: PreprocessInfo) -> np.ndarray:
@@ -80,14 +81,21 @@ def field_of_view(info: PreprocessInfo) -> np.ndarray:
 
 
 def resample_to_cube(array: np.ndarray, info: PreprocessInfo, order: int = 1) -> np.ndarray:
-    """Input array -> cube (float32), anti-aliased to the cube's 4 mm; no intensity change."""
+    """Input array -> cube (float32), anti-aliased to the cube's 4 mm; no intensity change.
+
+    The field of view ends sharply, as the input does: the edge voxels are extended up to the
+    grid's border (half a voxel out) and everything beyond is 0. Interpolating with zeros there
+    instead draws a dark rim around the field of view, which a network trained on sharp edges
+    takes for kidney.
+    """
     spacing = np.linalg.norm(info.input_ijk_to_ras[:3, :3], axis=0)  # i, j, k
     sigma_mm = ANTIALIAS_SIGMA_FACTOR * np.sqrt(np.maximum(CUBE_SPACING**2 - spacing**2, 0.0))
     source = np.asarray(array, dtype=np.float32)
     if order > 0:
         source = ndimage.gaussian_filter(source, (sigma_mm / spacing)[::-1], truncate=3.0)
     shape = (CUBE_SIZE,) * 3
-    return _resample(source, info.cube_to_input, shape, order).astype(np.float32)
+    cube = _resample(source, info.cube_to_input, shape, order, mode="nearest")
+    return np.where(field_of_view(info), cube, 0.0).astype(np.float32)
 
 
 def normalise_intensity(cube: np.ndarray, in_fov: np.ndarray, intensity_range=None) -> np.ndarray:
