@@ -30,6 +30,11 @@ def configure(parser) -> None:
     parser.add_argument("--test-adults", type=int, default=8, metavar="N", help="held-out adult phantoms (generated data only)")
     parser.add_argument("--test-children", type=int, default=8, metavar="N", help="held-out child phantoms (generated data only)")
     parser.add_argument("--test-fraction", type=float, default=0.2, help="test share of a folder (default 0.2, §3.2.3)")
+    parser.add_argument("--native-fraction", type=float, default=0.0, metavar="F",
+                        help="share of the generated training phantoms made on their native grid and pre-processed "
+                             "as `segment` does (slow, exact) instead of the fast 80^3 path")
+    parser.add_argument("--test-native", action="store_true",
+                        help="generated test phantoms go through the native grid and pre-processing (what `segment` sees)")
     parser.add_argument("--output", required=True, metavar="MODEL_DIR", help="model folder to write (weights.safetensors + model.json)")
     parser.add_argument("--base", metavar="MODEL", help="finetune/transfer: the adult model (folder, or a version/name in the model store)")
     parser.add_argument("--init", metavar="MODEL", help="unet: start from this model's weights and architecture (continue training)")
@@ -55,18 +60,28 @@ def configure(parser) -> None:
     add_progress_argument(parser)
 
 
-def load_sets(spec: str | None, population: str, n_test: int, test_fraction: float, seed: int, workers: int):
+def load_sets(spec: str | None, population: str, args):
     """(training set, test set) from a folder or a phantom count; (None, None) when spec is None."""
     from . import training
 
     if spec is None:
         return None, None
-    if spec.isdigit():
-        train = training.generated_set(population, int(spec), first_seed=seed * 10_000, workers=workers)
-        test = (training.generated_set(population, n_test, first_seed=training.TEST_SEED_OFFSET, workers=workers)
-                if n_test > 0 else None)
-        return train, test
-    return training.split_set(training.folder_set(spec, population), test_fraction, seed)
+    if not spec.isdigit():
+        return training.split_set(training.folder_set(spec, population), args.test_fraction, args.seed)
+    count = int(spec)
+    n_native = int(round(args.native_fraction * count))
+    first = args.seed * 10_000
+    parts = []
+    if count - n_native > 0:
+        parts.append(training.generated_set(population, count - n_native, first, args.workers))
+    if n_native > 0:  # their own seeds: never the fast path's
+        parts.append(training.generated_set(population, n_native, first + 5_000, args.workers, native=True))
+    test = None
+    test_count = args.test_adults if population == "adult" else args.test_children
+    if test_count > 0:
+        test = training.generated_set(population, test_count, training.TEST_SEED_OFFSET, args.workers,
+                                      native=args.test_native)
+    return training.concatenate(parts), test
 
 
 def resolve_base(name: str):
@@ -91,6 +106,8 @@ def run(args) -> int:
         raise SegTuneError(f"--method {args.method} needs --base (the trained adult model)")
     if args.method != "unet" and args.children is None:
         raise SegTuneError(f"--method {args.method} trains on children: give --children")
+    if not 0.0 <= args.native_fraction <= 1.0:
+        raise SegTuneError("--native-fraction must lie in [0, 1]")
     if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0:
         raise SegTuneError("--epochs and --batch-size must be >= 1 and --lr > 0")
     device = select_device(args.device)
@@ -100,8 +117,8 @@ def run(args) -> int:
     base = resolve_base(args.base) if args.base else None  # fail fast, before generating data
     init = resolve_base(args.init) if args.init else None
     reporter.log("preparing data")
-    adults, adults_test = load_sets(args.adults, "adult", args.test_adults, args.test_fraction, args.seed, args.workers)
-    children, children_test = load_sets(args.children, "child", args.test_children, args.test_fraction, args.seed, args.workers)
+    adults, adults_test = load_sets(args.adults, "adult", args)
+    children, children_test = load_sets(args.children, "child", args)
 
     extra = {}
     if args.method == "unet":

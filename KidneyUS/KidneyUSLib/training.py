@@ -76,15 +76,28 @@ def _generator_version() -> str:
     return digest.hexdigest()[:16]
 
 
-def _generate_one(task: tuple[str, int, str | None]) -> tuple[np.ndarray, np.ndarray]:
+def native_pair(population: str, seed: int, oblique: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """A phantom on its native grid taken through the segmentation pipeline's own pre-processing:
+    exactly what `segment` feeds the network (the fast path approximates it ~50x faster)."""
+    from .phantom import generate_phantom
+    from .preprocessing import preprocess, resample_to_cube
+
+    volume, label = generate_phantom(population, seed, oblique=oblique)
+    cube, info = preprocess(volume)
+    label_cube = resample_to_cube(label.array.astype(np.float32), info) >= 0.5
+    return cube.astype(np.float32), label_cube.astype(np.uint8)
+
+
+def _generate_one(task: tuple[str, int, bool, str | None]) -> tuple[np.ndarray, np.ndarray]:
     from .phantom import generate_training_pair
 
-    population, seed, cache = task
-    path = Path(cache) / f"{population}-{seed}.npz" if cache else None
+    population, seed, native, cache = task
+    path = Path(cache) / f"{population}-{seed}{'-native' if native else ''}.npz" if cache else None
     if path is not None and path.is_file():
         with np.load(path) as stored:
             return stored["image"], stored["label"]
-    image, label = generate_training_pair(population, seed)
+    # every third native phantom is oblique, as users' volumes may be
+    image, label = native_pair(population, seed, oblique=seed % 3 == 0) if native else generate_training_pair(population, seed)
     if path is not None:
         tmp = path.with_name(f".{path.stem}-{os.getpid()}.npz")
         np.savez(tmp, image=image, label=label)
@@ -92,8 +105,10 @@ def _generate_one(task: tuple[str, int, str | None]) -> tuple[np.ndarray, np.nda
     return image, label
 
 
-def generated_set(population: str, count: int, first_seed: int = 0, workers: int = 1) -> CubeSet:
-    """`count` phantoms with seeds first_seed.. (deterministic), generated in `workers` processes.
+def generated_set(population: str, count: int, first_seed: int = 0, workers: int = 1,
+                  native: bool = False) -> CubeSet:
+    """`count` phantoms with seeds first_seed.. (deterministic), generated in `workers` processes;
+    with `native`, through the native grid and `preprocess` (`native_pair`) instead of the fast path.
 
     With $KIDNEYUS_PHANTOM_CACHE set, phantoms are kept there (per generator version) and reused.
     """
@@ -105,7 +120,7 @@ def generated_set(population: str, count: int, first_seed: int = 0, workers: int
     if cache:
         cache = str(Path(cache) / _generator_version())
         Path(cache).mkdir(parents=True, exist_ok=True)
-    tasks = [(population, first_seed + i, cache) for i in range(count)]
+    tasks = [(population, first_seed + i, native, cache) for i in range(count)]
     if workers > 1:
         import multiprocessing
 
@@ -115,7 +130,14 @@ def generated_set(population: str, count: int, first_seed: int = 0, workers: int
         pairs = [_generate_one(t) for t in tasks]
     images = np.stack([p[0] for p in pairs]).astype(np.float32, copy=False)
     labels = np.stack([p[1] for p in pairs]).astype(np.uint8, copy=False)
-    return CubeSet(population, images, labels, f"phantoms:{population}:seeds {first_seed}..{first_seed + count - 1}")
+    kind = "native phantoms" if native else "phantoms"
+    return CubeSet(population, images, labels, f"{kind}:{population}:seeds {first_seed}..{first_seed + count - 1}")
+
+
+def concatenate(sets: Sequence[CubeSet]) -> CubeSet:
+    """One set from several of the same population."""
+    return CubeSet(sets[0].population, np.concatenate([s.images for s in sets]),
+                   np.concatenate([s.labels for s in sets]), " + ".join(s.source for s in sets))
 
 
 LABEL_MARKERS = ("_label", "-label", "_seg", "-seg", ".seg", "_mask", "-mask")
@@ -236,7 +258,10 @@ def make_batch(sets: Sequence[CubeSet], items: Sequence[tuple[int, int]], settin
         if settings.augment > 0:
             gain = 1 + settings.augment * rng.uniform(-0.15, 0.15)
             offset = settings.augment * rng.uniform(-0.15, 0.15)
-            image = image * gain + offset
+            # fine multiplicative noise: residual speckle the fast phantom path smooths away
+            speckle = settings.augment * rng.uniform(0.0, 0.25)
+            noise = rng.standard_normal(image.shape, dtype=np.float32)
+            image = image * (gain * (1 + speckle * noise)) + offset * (image > 0)
         images.append(np.ascontiguousarray(image, dtype=np.float32))
         labels.append(np.ascontiguousarray(label, dtype=np.float32))
     return torch.from_numpy(np.stack(images))[:, None], torch.from_numpy(np.stack(labels))[:, None]
