@@ -42,13 +42,15 @@ def configure(parser) -> None:
     parser.add_argument("--width", type=int, default=4)
     parser.add_argument("--downsample", type=int, default=2, choices=(1, 2), help="cubes averaged by this factor (2: 40^3, 8 mm)")
     parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--time-budget", type=float, default=90.0, metavar="SECONDS", help="training time per run")
+    parser.add_argument("--time-budget", type=float, default=90.0, metavar="SECONDS",
+                        help="training time per run (0: none, --epochs only)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--penalty", type=float, default=0.01, help="λ of eq. 4.11")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--cache", default=None, metavar="FILE.npz", help="keep the generated phantoms here and reuse them")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads on the CPU")
+    parser.add_argument("--device", default="cpu", help="cpu, auto, cuda or cuda:N")
     parser.add_argument("--output", default="experiment-template", help="folder for results.json and table.md")
     parser.add_argument("--figure", default=str(FIGURE), help="PNG of the Fig. 4.4 parameter distributions")
     parser.add_argument("--reuse", action="store_true",
@@ -159,6 +161,7 @@ def run(args) -> int:
     import torch
 
     from SegTuneCore.device import describe, select_device
+    from SegTuneCore.process import atomic_write
 
     from . import training
     from .template_training import TEMPLATE_SEED, TemplateTrainSettings, downsample, evaluate_cases, train_model
@@ -170,7 +173,7 @@ def run(args) -> int:
     if min(args.seeds, args.adults, args.children, args.test_adults, args.test_children, args.epochs) < 1:
         raise SegTuneError("--seeds, --epochs and every phantom count must be >= 1")
     torch.set_num_threads(args.threads)
-    device = select_device("cpu")
+    device = select_device(args.device)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -207,7 +210,8 @@ def run(args) -> int:
         for seed in range(args.seeds):
             network = build(method, args, size, train_sets, excluded)
             settings = TemplateTrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                             augment=0.0 if method == "unet-noaug" else 1.0, seed=seed, time_budget_s=args.time_budget)
+                                             augment=0.0 if method == "unet-noaug" else 1.0, seed=seed,
+                                             time_budget_s=args.time_budget or None)
             history = train_model(network, train_sets, settings, device, voxel_mm=4.0 * factor)
             run_result = {"seed": seed, "epochs": len(history.train_loss), "train_loss": history.train_loss,
                           "seconds_per_epoch": float(np.mean(history.epoch_seconds)),
@@ -222,8 +226,6 @@ def run(args) -> int:
                     {p: run_result[p]["parameters"] for p in ("adults", "children")}, Path(args.figure))
             results["table"] = table(results)
             results["seconds"] = time.perf_counter() - started
-            from SegTuneCore.process import atomic_write
-
             with atomic_write(output / "results.json") as tmp:
                 tmp.write_text(json.dumps(results, indent=1))
             with atomic_write(output / "table.md") as tmp:

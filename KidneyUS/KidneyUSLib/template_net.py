@@ -21,7 +21,7 @@ a diffeomorphism the output has the template's topology — one connected compon
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import torch
@@ -87,7 +87,6 @@ class Deformation:
     matrix: torch.Tensor                 # [B, 4, 4] G, output voxel -> template voxel
     displacement: torch.Tensor | None    # [B, 3, D, H, W] u in template voxels (x, y, z), None without L
     grid: torch.Tensor                   # [B, D, H, W, 3] ψ(p) in template voxels (x, y, z)
-    extra: dict = field(default_factory=dict)
 
 
 class UNetBody(nn.Module):

@@ -6,7 +6,8 @@ of every epoch (the thesis drew 10 augmented copies per image before training): 
 translation, rotation about each axis and scaling along each axis of image and label together.
 The same loop trains the U-Net baselines of Table 4.2, so every row sees the same data.
 
-Entry points: `train_template(...)` (the `train --method template` command calls it) and
+Entry points: `train_template(...)`, `train_from_args(args)` (for `train --method template`, whose
+parser gets the options of `templates.add_template_arguments`) and
 `python -m KidneyUSLib.template_training --adults N|DIR --children N|DIR --output MODEL_DIR`.
 """
 
@@ -204,46 +205,13 @@ def train_template(train_sets: Sequence[training.CubeSet], config: TemplateConfi
 
 # --- command line -----------------------------------------------------------------------------
 
-def add_template_arguments(parser) -> None:
-    """The options of `--method template`, added to `train`'s parser and to this module's."""
-    group = parser.add_argument_group("template deformation (--method template)")
-    group.add_argument("--template", choices=templates.KINDS, default="mask",
-                       help="mask: one mask left out of training and testing (thesis); mean: aligned mean shape")
-    group.add_argument("--no-geometric", action="store_true", help="deformation only (G = identity)")
-    group.add_argument("--no-deformation", action="store_true", help="global transform only (L = identity)")
-    group.add_argument("--penalty", type=float, default=TemplateConfig.penalty,
-                       help="λ of the displacement L2 penalty (eq. 4.11)")
-    group.add_argument("--field-level", type=int, default=TemplateConfig.field_level,
-                       help="U-Net decoder level of the displacement field (0: full resolution)")
-    group.add_argument("--downsample", type=int, default=1, choices=(1, 2),
-                       help="train on cubes averaged by this factor (2: 40^3 at 8 mm)")
-
-
 def configure(parser) -> None:
-    from SegTuneCore.process import add_progress_argument
+    """`train`'s options (train_cli) plus the template ones: this module is `train --method template`."""
+    from .train_cli import configure as configure_train
 
-    parser.add_argument("--adults", metavar="DIR|N", help="adult training data: a folder of image/label pairs or a phantom count")
-    parser.add_argument("--children", metavar="DIR|N", help="child training data: a folder or a phantom count")
-    parser.add_argument("--test-adults", type=int, default=8, metavar="N", help="held-out adult phantoms (generated data only)")
-    parser.add_argument("--test-children", type=int, default=8, metavar="N", help="held-out child phantoms (generated data only)")
-    parser.add_argument("--test-fraction", type=float, default=0.2, help="test share of a folder (default 0.2)")
-    parser.add_argument("--output", required=True, metavar="MODEL_DIR")
-    parser.add_argument("--width", type=int, default=8, help="U-Net body base width")
-    parser.add_argument("--levels", type=int, default=4)
-    parser.add_argument("--dropout", type=float, default=0.1)
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--time-budget", type=float, default=None, metavar="SECONDS")
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--augment", type=float, default=1.0, help="Table 4.1 augmentation strength (0: none)")
-    parser.add_argument("--no-oversample", action="store_true")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
-    parser.add_argument("--workers", type=int, default=1, help="processes generating phantoms")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", action="store_true")
-    add_template_arguments(parser)
-    add_progress_argument(parser)
+    configure_train(parser)
+    if "--template" not in parser._option_string_actions:  # train_cli may add them itself
+        templates.add_template_arguments(parser)
 
 
 def excluded_template_label(spec: str, sets: training.CubeSet) -> tuple[np.ndarray, training.CubeSet]:
@@ -265,6 +233,11 @@ def train_from_args(args) -> int:
 
     if args.adults is None and args.children is None:
         raise SegTuneError("give --adults and/or --children (a folder or a phantom count)")
+    unused = [option for option, value in (("--base", args.base), ("--init", args.init), ("--crop", args.crop)) if value]
+    if unused:
+        raise SegTuneError(f"{', '.join(unused)} do not apply to --method template (it trains from scratch on whole cubes)")
+    if not 0.0 <= args.native_fraction <= 1.0:
+        raise SegTuneError("--native-fraction must lie in [0, 1]")
     if args.no_geometric and args.no_deformation:
         raise SegTuneError("--no-geometric and --no-deformation leave nothing to predict")
     if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0:
@@ -273,8 +246,8 @@ def train_from_args(args) -> int:
     reporter = ProgressReporter(args.progress)
     factor = args.downsample
     reporter.log("preparing data")
-    adults, adults_test = load_sets(args.adults, "adult", args.test_adults, args.test_fraction, args.seed, args.workers)
-    children, children_test = load_sets(args.children, "child", args.test_children, args.test_fraction, args.seed, args.workers)
+    adults, adults_test = load_sets(args.adults, "adult", args)
+    children, children_test = load_sets(args.children, "child", args)
     kind = args.template
     excluded = None
     if kind == "mask":
@@ -319,9 +292,12 @@ def main(argv=None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m KidneyUSLib.template_training",
-                                     description="train the template deformation segmenter (thesis §4)")
+                                     description="train the template deformation segmenter (thesis §4): "
+                                                 "`train --method template`")
     configure(parser)
-    return train_from_args(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    args.method = "template"
+    return train_from_args(args)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,24 @@ from SegTuneCore.errors import SegTuneError
 
 TEMPLATE_WIDTH = 1.0  # voxels of signed distance per unit of logit
 KINDS = ("mask", "mean")
+# defaults of the command-line options (TemplateConfig's; this module stays free of torch so
+# `train --help` stays fast)
+DEFAULT_PENALTY = 0.01
+DEFAULT_FIELD_LEVEL = 1
+
+
+def add_template_arguments(parser) -> None:
+    """The options of `--method template`, added to `train`'s parser and to template_training's."""
+    group = parser.add_argument_group("template deformation (--method template)")
+    group.add_argument("--template", choices=KINDS, default="mask",
+                       help="mask: one mask left out of training and testing (thesis); mean: aligned mean shape")
+    group.add_argument("--no-geometric", action="store_true", help="deformation only (G = identity)")
+    group.add_argument("--no-deformation", action="store_true", help="global transform only (L = identity)")
+    group.add_argument("--penalty", type=float, default=DEFAULT_PENALTY, help="λ of the displacement L2 penalty (eq. 4.11)")
+    group.add_argument("--field-level", type=int, default=DEFAULT_FIELD_LEVEL,
+                       help="U-Net decoder level of the displacement field (0: full resolution)")
+    group.add_argument("--downsample", type=int, default=1, choices=(1, 2),
+                       help="train on cubes averaged by this factor (2: 40^3 at 8 mm)")
 
 
 def soft_template(mask: np.ndarray) -> np.ndarray:

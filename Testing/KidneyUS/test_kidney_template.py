@@ -335,18 +335,38 @@ def run_module(*args):
                           capture_output=True, text=True, timeout=300)
 
 
-def test_cli_trains_a_model_and_refuses_bad_input(tmp_path):
+def test_train_command_options_train_a_template_model(tmp_path, capsys):
+    """`train --method template`: train_cli's options plus add_template_arguments, to train_from_args."""
+    import argparse
+
+    from KidneyUSLib import train_cli
+    from KidneyUSLib.template_training import train_from_args
+
+    parser = argparse.ArgumentParser()
+    train_cli.configure(parser)
+    if "--template" not in parser._option_string_actions:  # until train_cli adds them itself
+        templates.add_template_arguments(parser)
+    assert all(action.dest in vars(parser.parse_args(["--output", "x"])) for action in parser._actions[1:])
     out = tmp_path / "model"
-    done = run_module("--adults", "2", "--children", "1", "--test-adults", "1", "--test-children", "1",
-                      "--epochs", "1", "--width", "2", "--downsample", "2", "--output", str(out), "--json",
-                      "--progress", "quiet")
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+    args = parser.parse_args(["--adults", "2", "--children", "1", "--test-adults", "1", "--test-children", "1",
+                              "--epochs", "1", "--width", "2", "--downsample", "2", "--output", str(out), "--json",
+                              "--progress", "quiet", "--template", "mean"])
+    args.method = "template"
+    assert train_from_args(args) == 0
+    result = json.loads(capsys.readouterr().out)
     assert result["method"] == "template" and 0 <= result["metrics"]["dice_adults"] <= 1
-    assert json.loads((out / "model.json").read_text())["architecture"]["template_shape"] == [40, 40, 40]
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["architecture"]["template_shape"] == [40, 40, 40] and meta["architecture"]["template_kind"] == "mean"
+
+
+def test_cli_refuses_bad_input(tmp_path):
     bad = run_module("--adults", "2", "--no-geometric", "--no-deformation", "--output", str(tmp_path / "x"))
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "error:" in bad.stderr
     assert not (tmp_path / "x").exists()
+    missing = run_module("--output", str(tmp_path / "y"))
+    assert missing.returncode == 2 and "--adults" in missing.stderr and not (tmp_path / "y").exists()
+    crop = run_module("--adults", "2", "--crop", "48", "--output", str(tmp_path / "z"))
+    assert crop.returncode == 2 and "--crop" in crop.stderr and not (tmp_path / "z").exists()
 
 
 def test_template_segmenter_in_the_segmentation_pipeline_returns_the_label_on_the_native_grid():
@@ -371,3 +391,8 @@ def test_template_segmenter_in_the_segmentation_pipeline_returns_the_label_on_th
     assert dice(result.labels, label.array) > 0.85  # 4 mm cube and back
     assert ndimage.label(result.labels)[1] == 1
     assert infos[0]["folded_fraction"] == 0.0 and infos[0]["min_jacobian"] == pytest.approx(1.0)
+
+
+def test_command_line_defaults_are_the_configuration_defaults():
+    assert templates.DEFAULT_PENALTY == tn.TemplateConfig.penalty
+    assert templates.DEFAULT_FIELD_LEVEL == tn.TemplateConfig.field_level
