@@ -62,10 +62,10 @@ def augment(images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator
         rng.normal(0.0, strength * ROTATION_STD, (b, 3)),
         np.log(np.clip(rng.normal(1.0, strength * SCALING_STD, (b, 3)), 0.5, 2.0)),
     ], axis=1)
-    g = transforms.matrix_from_parameters(torch.from_numpy(params), transforms.grid_centre(images.shape[2:]))
+    g = transforms.matrix_from_parameters(torch.from_numpy(params).to(images.device), transforms.grid_centre(images.shape[2:]))
     images = transforms.warp(images.double(), g).float()
     labels = (transforms.warp(labels.double(), g) >= 0.5).float()
-    noise = torch.from_numpy(rng.normal(0.0, strength * NOISE_STD, images.shape).astype(np.float32))
+    noise = torch.from_numpy(rng.normal(0.0, strength * NOISE_STD, images.shape).astype(np.float32)).to(images.device)
     return images + noise, labels
 
 
@@ -104,9 +104,9 @@ def train_model(network: torch.nn.Module, train_sets: Sequence[training.CubeSet]
         losses = []
         for first in range(0, len(order), settings.batch_size):
             x, y = training.make_batch(train_sets, order[first:first + settings.batch_size], batching, rng)
+            x, y = x.to(device), y.to(device)
             if settings.augment > 0:
                 x, y = augment(x, y, rng, voxel_mm, settings.augment)
-            x, y = x.to(device), y.to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 if isinstance(network, TemplateNet):
                     loss = network.loss(network.deform(x), y)
