@@ -11,6 +11,11 @@ validation volumes are never trained on). `objective.curves` keeps every call's 
 per epoch. A configuration whose estimated training memory exceeds `memory_limit_gb` (12 GB, as
 in §2.6.3) is refused before anything is allocated: `fits` returns False, and a direct call
 raises MemoryError, which HPOTools records as the OOM failure state.
+
+In a study (HPOToolsLib.study) the call gets a trial `context`: it trains on `context.device`,
+reports the validation loss after each epoch, and saves the trained network into
+`context.model_folder` with the model.json of the train CLI (`training.model_meta`), so
+`python -m HPOToolsLib install` can put the winner into the model store for `localize`.
 """
 
 from __future__ import annotations
@@ -83,10 +88,17 @@ class ClassifierObjective:
             self._sets = split_slice_set(data, self.seed)
         return self._sets
 
-    def __call__(self, params: dict, budget: float = MAX_EPOCHS, job=None) -> float:
-        from SegTuneCore.device import select_device
+    def data_record(self) -> dict:
+        """The `data` entry of model.json (as the train CLI's for `--phantoms`)."""
+        sets = self._data()
+        return {"source": "phantoms", "seeds": [0, self.phantoms], "max_matrix": self.max_matrix,
+                "max_slices_per_volume": self.max_slices,
+                **{f"{name}_slices": len(part) for name, part in sets.items()}}
 
-        from .training import train
+    def __call__(self, params: dict, budget: float = MAX_EPOCHS, job=None, context=None) -> float:
+        from SegTuneCore.device import describe, select_device
+
+        from .training import model_meta, save_trained, train
 
         config = config_of(params, self.fixed)
         if not self.fits(params):
@@ -95,11 +107,25 @@ class ClassifierObjective:
                               f"{cost['training_bytes'] / GIB:.1f} GiB > {self.memory_bytes / GIB:.1f} GiB")
         epochs = max(1, int(math.ceil(float(budget))))
         sets = self._data()
+        device = select_device(context.device if context is not None else self.device_spec)
+
+        def on_epoch(entry):
+            if context is not None:
+                context.report(entry["epoch"], entry["validation_loss"])
+
         result = train(config, sets["train"], sets["validation"], epochs=epochs,
-                       samples_per_epoch=self.samples_per_epoch, seed=self.seed,
-                       device=select_device(self.device_spec))
+                       samples_per_epoch=self.samples_per_epoch, seed=self.seed, device=device,
+                       on_epoch=on_epoch)
         curve = [entry["validation_loss"] for entry in result.history]
         self.curves.append({"params": dict(params), "epochs": epochs, "validation_loss": curve})
+        if context is not None:
+            last = result.history[-1]
+            metrics = {"validation": {"loss": last["validation_loss"], "accuracy": last["validation_accuracy"]}}
+            meta = model_meta(config, result, seed=self.seed, data=self.data_record(), metrics=metrics,
+                              training={"epochs": epochs, "epochs_run": len(result.history),
+                                        "samples_per_epoch": self.samples_per_epoch, "bf16": False},
+                              device_record=describe(device))
+            save_trained(context.model_folder, result, meta)
         return float(curve[-1])
 
 
