@@ -10,6 +10,11 @@ trains from scratch (joint adults + children with oversampling, §3.3.2) on phan
 per objective; the validation phantoms (held-out seeds, both populations) are never trained on.
 `objective.curves` keeps every call's validation Dice loss per epoch. A configuration whose
 estimated training memory exceeds `memory_limit_gb` is refused before anything is allocated.
+
+In a study (HPOToolsLib.study) the call gets a trial `context`: it trains on `context.device`,
+reports the validation Dice loss after each epoch, and saves the network into
+`context.model_folder` with the train CLI's model.json (`training.model_meta`), so
+`python -m HPOToolsLib install` can put the winner into the model store.
 """
 
 from __future__ import annotations
@@ -80,12 +85,12 @@ class UNetObjective:
             }
         return self._sets
 
-    def __call__(self, params: dict, budget: float = MAX_EPOCHS, job=None) -> float:
+    def __call__(self, params: dict, budget: float = MAX_EPOCHS, job=None, context=None) -> float:
         import torch
 
         from SegTuneCore.device import select_device
 
-        from .training import TrainSettings, train_network
+        from .training import TrainSettings, model_meta, save_network, train_network
         from .unet import UNet3D, UNetConfig
 
         if not self.fits(params):
@@ -98,9 +103,20 @@ class UNetObjective:
         settings = TrainSettings(epochs=epochs, batch_size=int(params["batch_size"]),
                                  lr=float(params["learning_rate"]), augment=float(params["augment"]),
                                  crop=self.crop, seed=self.seed)
-        history = train_network(network, sets["train"], settings, select_device(self.device_spec),
-                                validation=sets["validation"])
+        device = select_device(context.device if context is not None else self.device_spec)
+
+        def on_epoch(epoch, history):
+            if context is not None:
+                context.report(epoch + 1, history.validation_loss[-1])
+
+        history = train_network(network, sets["train"], settings, device, validation=sets["validation"],
+                                on_epoch=on_epoch)
         self.curves.append({"params": dict(params), "epochs": epochs, "validation_loss": history.validation_loss})
+        if context is not None:
+            meta = model_meta(network, method="unet", settings=settings, train_sets=sets["train"],
+                              metrics={"validation_dice_loss": history.validation_loss[-1]}, device=device,
+                              history=history)
+            save_network(context.model_folder, network, meta)
         return float(history.validation_loss[-1])
 
 
