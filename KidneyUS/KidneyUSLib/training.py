@@ -140,34 +140,12 @@ def concatenate(sets: Sequence[CubeSet]) -> CubeSet:
                    np.concatenate([s.labels for s in sets]), " + ".join(s.source for s in sets))
 
 
-LABEL_MARKERS = ("_label", "-label", "_seg", "-seg", ".seg", "_mask", "-mask")
-IMAGE_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha", ".mhd")
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
 def find_pairs(folder: str | Path) -> list[tuple[Path, Path]]:
-    """(image, label) pairs in a folder: `X.nrrd` with `X_label.nrrd` (or -label, _seg, .seg, _mask)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise SegTuneError(f"{folder}: not a folder of images and labels")
-    files = [p for p in sorted(folder.iterdir()) if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES)]
-    labels = {}
-    for path in files:
-        stem = _stem(path)
-        for marker in LABEL_MARKERS:
-            if stem.endswith(marker):
-                labels[stem[: -len(marker)]] = path
-    pairs = [(p, labels[_stem(p)]) for p in files if _stem(p) in labels]
-    if not pairs:
-        raise SegTuneError(f"{folder}: no image/label pairs (expected e.g. case1.nrrd with case1_label.nrrd)")
-    return pairs
+    """(image, label) pairs in a folder: `X.nrrd` with `X_label.nrrd` (or -label, _seg, .seg, _mask),
+    all checked (headers, grids) before anything trains; one error names every offending file."""
+    from SegTuneCore.training_data import check_training_folder
+
+    return check_training_folder(folder, label_kind="volume")
 
 
 def folder_set(folder: str | Path, population: str) -> CubeSet:
@@ -179,8 +157,6 @@ def folder_set(folder: str | Path, population: str) -> CubeSet:
     images, labels = [], []
     for image_path, label_path in find_pairs(folder):
         volume, label = read_volume(image_path), read_volume(label_path)
-        if volume.array.shape != label.array.shape:
-            raise SegTuneError(f"{label_path}: label grid {label.array.shape} differs from its image {volume.array.shape}")
         cube, info = preprocess(volume)
         label_cube = resample_to_cube((label.array > 0).astype(np.float32), info)
         images.append(cube.astype(np.float32))

@@ -144,23 +144,12 @@ def split_slice_set(data: SliceSet, seed: int) -> dict[str, SliceSet]:
     return out
 
 
-VOLUME_SUFFIXES = (".nrrd", ".nii.gz", ".nii", ".mha", ".nhdr", ".mhd")
-
-
 def folder_pairs(folder: str | os.PathLike) -> list[tuple[Path, Path]]:
-    """(volume, truth JSON) pairs of a training folder: NAME.<volume suffix> next to NAME.json."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise SegTuneError(f"{folder}: not a folder")
-    pairs = []
-    for truth in sorted(folder.glob("*.json")):
-        stem = truth.name[:-len(".json")]
-        volume = next((folder / f"{stem}{suffix}" for suffix in VOLUME_SUFFIXES if (folder / f"{stem}{suffix}").exists()), None)
-        if volume is not None:
-            pairs.append((volume, truth))
-    if not pairs:
-        raise SegTuneError(f"{folder}: no NAME.nrrd|.nii.gz|.mha + NAME.json (slice_labels) pairs found")
-    return pairs
+    """(volume, truth JSON) pairs of a training folder: NAME.<volume suffix> next to NAME.json,
+    all checked (headers, slice counts) before anything trains; one error names every offending file."""
+    from SegTuneCore.training_data import check_training_folder
+
+    return check_training_folder(folder, label_kind="slice-json")
 
 
 def folder_slice_set(folder, max_slices: int | None = None, on_volume=None) -> SliceSet:
