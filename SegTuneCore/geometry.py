@@ -112,11 +112,12 @@ def volume_from_sitk(image) -> Volume:
 VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 
 
-def _check_readable(path: Path) -> None:
+def check_input_file(path: Path) -> None:
+    """A one-line error for a missing, directory, empty or truncated-NIfTI input file."""
     if not path.exists():
         raise SegTuneError(f"{path}: no such file")
     if path.is_dir():
-        raise SegTuneError(f"{path}: is a directory, expected an image file")
+        raise SegTuneError(f"{path}: is a directory, expected a file")
     if path.stat().st_size == 0:
         raise SegTuneError(f"{path}: file is empty")
     check_nifti_complete(path)
@@ -175,7 +176,7 @@ def read_volume(path: str | os.PathLike, *, require_3d: bool = True) -> Volume:
     import SimpleITK as sitk
 
     path = Path(path)
-    _check_readable(path)
+    check_input_file(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -199,8 +200,6 @@ def _itk_reason(exc: RuntimeError) -> str:
 
 def write_volume(volume: Volume, path: str | os.PathLike, *, compress: bool = True) -> Path:
     """Write atomically: a reader never sees a half-written file."""
-    import SimpleITK as sitk
-
     from SegTuneCore.process import atomic_write
 
     path = Path(path)
@@ -240,8 +239,6 @@ def _segment_fields(index: int, segment: Segment, extent: tuple[int, ...]) -> di
 
 
 def write_segmentation(labels: Volume, segments: Sequence[Segment], path: str | os.PathLike) -> Path:
-    import SimpleITK as sitk
-
     from SegTuneCore.process import atomic_write
 
     path = Path(path)
@@ -283,7 +280,7 @@ def read_segmentation(path: str | os.PathLike) -> tuple[Volume, list[Segment]]:
     import SimpleITK as sitk
 
     path = Path(path)
-    _check_readable(path)
+    check_input_file(path)
     try:
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))

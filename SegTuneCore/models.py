@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from SegTuneCore.errors import SegTuneError
-from SegTuneCore.process import atomic_write
+from SegTuneCore.process import atomic_write, json_default
 
 WEIGHTS = "weights.safetensors"
 META = "model.json"
@@ -130,7 +130,7 @@ def save_model(folder: str | os.PathLike, tensors: Mapping[str, Any], meta: Mapp
         tmp.mkdir()
         save_file(arrays, str(tmp / WEIGHTS))
         record["sha256"] = sha256_of(tmp / WEIGHTS)
-        (tmp / META).write_text(json.dumps(record, indent=2, sort_keys=True, default=_json_default) + "\n")
+        (tmp / META).write_text(json.dumps(record, indent=2, sort_keys=True, default=json_default) + "\n")
         _read_meta(tmp)  # refuse to write metadata that could not be read back
     return folder
 
@@ -144,14 +144,6 @@ def _to_numpy(value: Any):
             value = value.float()
         value = value.numpy()
     return np.ascontiguousarray(value)
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def load_model(folder: str | os.PathLike, *, task: str | None = None, architecture: str | None = None,

@@ -16,7 +16,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from SegTuneCore.errors import SegTuneError
-from SegTuneCore.geometry import VOLUME_SUFFIXES, Segment, Volume, check_nifti_complete
+from SegTuneCore.geometry import VOLUME_SUFFIXES, Segment, Volume, check_input_file
+from SegTuneCore.runtime import vtk_log_silenced
 
 
 def _slicer():
@@ -39,20 +40,6 @@ def _numpy_to_matrix(array: np.ndarray):
         for c in range(4):
             matrix.SetElement(r, c, float(array[r, c]))
     return matrix
-
-
-@contextlib.contextmanager
-def _vtk_errors_captured() -> Iterator[None]:
-    # MRML readers report failures through VTK's log as multi-line C++ messages; callers turn a
-    # failed read into one clear SegTuneError instead.
-    import vtk
-
-    previous = vtk.vtkLogger.GetCurrentVerbosityCutoff()
-    vtk.vtkLogger.SetStderrVerbosity(vtk.vtkLogger.VERBOSITY_OFF)
-    try:
-        yield
-    finally:
-        vtk.vtkLogger.SetStderrVerbosity(previous)
 
 
 @contextlib.contextmanager
@@ -122,9 +109,9 @@ def load_volume_node(path: str | os.PathLike, name: str | None = None):
     """Load a volume file through the MRML volumes logic; one-line error on failure."""
     slicer = _slicer()
     path = Path(path)
-    _check_file(path)
+    check_input_file(path)
     logic = slicer.modules.volumes.logic()
-    with _vtk_errors_captured(), _native_stderr_captured() as messages:
+    with vtk_log_silenced(), _native_stderr_captured() as messages:
         node = logic.AddArchetypeVolume(str(path), name or _base_name(path))
     if node is None or node.GetImageData() is None:
         raise SegTuneError(f"{path}: not a readable volume{_reason(messages)}")
@@ -137,16 +124,6 @@ def load_volume_node(path: str | os.PathLike, name: str | None = None):
         slicer.mrmlScene.RemoveNode(node)
         raise SegTuneError(f"{path}: not a scalar volume")
     return node
-
-
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise SegTuneError(f"{path}: no such file")
-    if path.is_dir():
-        raise SegTuneError(f"{path}: is a directory, expected a file")
-    if path.stat().st_size == 0:
-        raise SegTuneError(f"{path}: file is empty")
-    check_nifti_complete(path)
 
 
 def _base_name(path: Path) -> str:
@@ -170,7 +147,7 @@ def save_node(node, path: str | os.PathLike) -> Path:
     with atomic_write(path) as tmp:
         storage.SetFileName(str(tmp))
         storage.SetUseCompression(True)
-        with _vtk_errors_captured(), _native_stderr_captured() as messages:
+        with vtk_log_silenced(), _native_stderr_captured() as messages:
             ok = storage.WriteData(node)
         if not ok:
             raise SegTuneError(f"{path}: could not be written{_reason(messages)}")
@@ -252,12 +229,12 @@ def labels_from_segmentation_node(node, reference_volume_node) -> tuple[np.ndarr
 def load_segmentation_node(path: str | os.PathLike, name: str | None = None):
     slicer = _slicer()
     path = Path(path)
-    _check_file(path)
+    check_input_file(path)
     _check_itk_readable(path)
     node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name or _base_name(path))
     storage = node.CreateDefaultStorageNode()  # not in the scene: nothing to remove on failure
     storage.SetFileName(str(path))
-    with _vtk_errors_captured(), _native_stderr_captured() as messages:
+    with vtk_log_silenced(), _native_stderr_captured() as messages:
         ok = storage.ReadData(node)
     if not ok or node.GetSegmentation().GetNumberOfSegments() == 0:
         slicer.mrmlScene.RemoveNode(node)

@@ -85,7 +85,7 @@ class ProgressReporter:
 
     def _emit(self, event: str, **fields: Any) -> None:
         out = self.stream or sys.stdout
-        out.write(json.dumps({"event": event, **fields}, default=_json_default) + "\n")
+        out.write(json.dumps({"event": event, **fields}, default=json_default) + "\n")
         out.flush()
 
     def progress(self, fraction: float, message: str = "") -> None:
@@ -123,7 +123,8 @@ class ProgressReporter:
             self._emit("error", message=one_line(message))
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """JSON for numpy values and paths (progress events, model.json)."""
     if hasattr(value, "tolist"):
         return value.tolist()
     if isinstance(value, Path):

@@ -56,7 +56,7 @@ class HeadlessSlicer:
         self.app_logic = slicer.vtkSlicerApplicationLogic()
         self.app_logic.SetMRMLScene(self.scene)
         self.logics = {}
-        with _log_silenced():
+        with vtk_log_silenced():
             for name, module_name, class_name in MODULE_LOGICS:
                 logic = getattr(slicer, class_name)()
                 logic.SetMRMLApplicationLogic(self.app_logic)
@@ -86,7 +86,7 @@ class HeadlessSlicer:
 
     def close(self) -> None:
         self.uninstall()
-        with _log_silenced():  # detaching logics warns about the missing scene
+        with vtk_log_silenced():  # detaching logics warns about the missing scene
             for logic in reversed(list(self.logics.values())):
                 logic.SetMRMLScene(None)
             self.logics.clear()
@@ -121,10 +121,9 @@ def headless_slicer() -> Iterator:
 
 
 @contextlib.contextmanager
-def _log_silenced() -> Iterator[None]:
-    # The colour logic looks for colour files under a Slicer home folder that a wheel does not
-    # have and logs an error; the built-in colour tables are still created. Only start-up is
-    # silenced: errors logged later stay visible.
+def vtk_log_silenced() -> Iterator[None]:
+    """Silence VTK's log for a block: start-up noise, or C++ messages a caller turns into one
+    clear SegTuneError (the colour logic, for one, looks for colour files a wheel lacks)."""
     import vtk
 
     previous = vtk.vtkLogger.GetCurrentVerbosityCutoff()
