@@ -1,0 +1,109 @@
+"""The researcher loop, headless (issue 8): a small HPO study of the MRIFieldOfView classifier
+family on phantoms -> install the best trial (activated) into the isolated model store -> the
+MRIFieldOfView MRML logic localizes a phantom with it, and its results differ from the bundled
+model's only through the model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from HPOToolsLib.study.install import install_trial
+from HPOToolsLib.study.runner import create_study, run_study
+from HPOToolsLib.study.storage import StudyStore
+from HPOToolsLib.trials import TrialState
+from MRIFieldOfViewLib import selftest
+from MRIFieldOfViewLib.classifier import TASK
+from MRIFieldOfViewLib.logic import FieldOfViewLogic
+from MRIFieldOfViewLib.regions import ORDERED_REGIONS
+from SegTuneCore.models import ModelStore
+
+# Tiny on purpose (about a minute on 2 busy cores): 4 phantoms at 64x64, 4 trials of 1-2 epochs
+# of 96 augmented slices, a 4-block network of 4-8 filters with one 16-unit dense layer.
+SPEC = {
+    "objective": "MRIFieldOfView:classifier",
+    "objective_options": {"phantoms": 4, "max_slices_per_volume": 12, "max_matrix": 64, "samples_per_epoch": 96,
+                          "fixed": {"blocks": 4, "convs_per_block": 1, "filter_size": 3, "separable": False,
+                                    "batch_size": 8, "fc_units": [16]}},
+    "space": {"learning_rate": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True},
+              "filters_log2": {"type": "int", "low": 2, "high": 3}},
+    "method": "hyperband",
+    "method_options": {"max_budget": 2, "eta": 2},
+    "budget": {"trials": 4},
+    "seed": 0,
+}
+COMPARED_KEYS = ("slice_positions_mm", "empty_slices", "slice_axis", "smoothing_mm", "classes")
+
+
+def _regions_are_ordered_and_contiguous(document) -> None:
+    regions = document["regions"]
+    order = [ORDERED_REGIONS.index(r["name"]) for r in regions if r["name"] in ORDERED_REGIONS]
+    assert order == sorted(order) and len(set(order)) == len(order), regions
+    for region in regions:
+        assert region["first_slice"] <= region["last_slice"]
+
+
+def test_study_winner_is_installed_and_localizes_through_the_mrml_logic(tmp_path, slicer_runtime):
+    import torch
+
+    torch.set_num_threads(1)
+    folder = create_study(tmp_path / "study", SPEC)
+    run_study(folder, device="cpu")
+    study = StudyStore.open(folder)
+    trials = study.trials()
+    study.close()
+    assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials), \
+        [(t.number, t.state, t.error) for t in trials]
+    for trial in trials:  # the objective reported the validation loss after every epoch
+        assert [step for step, _ in trial.intermediate] == list(range(1, int(trial.budget) + 1))
+        assert trial.intermediate[-1][1] == pytest.approx(trial.value)
+        assert trial.artifact and trial.artifact_sha256
+    best = min(trials, key=lambda t: (t.value, t.number))
+
+    entry, number = install_trial(folder, activate=True)
+    assert number == best.number
+    store_root = Path(os.environ["SEGTUNE_HOME"]) / "models"
+    assert entry.task == TASK and entry.active and not entry.bundled
+    assert entry.path.resolve().is_relative_to(store_root.resolve())
+    assert entry.meta["hpo"]["trial"] == best.number and entry.meta["hyperparameters"] == best.params
+    assert entry.meta["architecture"]["config"]["filters_log2"] == best.params["filters_log2"]
+    assert entry.meta["metrics"]["objective_value"] == pytest.approx(best.value)
+    assert ModelStore().resolve(TASK).version == entry.version  # the active model is what `localize` loads
+
+    volume, _ = selftest.phantom_volume(seed=selftest.SELFTEST_SEED, regions=("abdomen", "chest"))
+    node = selftest.node_in_study(volume, "phantom")
+    voxels_before = slicer_runtime.util.arrayFromVolume(node).copy()
+    logic = FieldOfViewLogic()
+    installed = logic.run(node, device="cpu")          # no model named: the active (installed) one
+    selftest.check_nodes(slicer_runtime, node, installed)
+    document = installed.document
+    assert document["model"]["version"] == entry.version and not document["model"]["bundled"]
+    assert document["model"]["sha256"] == entry.meta["sha256"]
+    _regions_are_ordered_and_contiguous(document)
+
+    # the installed weights are the trial's: the trial's own model folder gives the same probabilities
+    from_trial = logic.run(node, model=str(folder / best.artifact), device="cpu").document
+    assert np.array_equal(from_trial["slice_probabilities"], document["slice_probabilities"])
+
+    bundled_entry = next((e for e in ModelStore().list(TASK) if e.bundled), None)
+    if bundled_entry is None:
+        pytest.skip("no bundled MRIFieldOfView model in MRIFieldOfView/Resources/Models")
+    bundled = logic.run(node, model=bundled_entry.path.name, device="cpu")
+    selftest.check_nodes(slicer_runtime, node, bundled)
+    other = bundled.document
+    _regions_are_ordered_and_contiguous(other)
+    # only the model differs: same input, same slices, grid and geometry of every output
+    assert np.array_equal(slicer_runtime.util.arrayFromVolume(node), voxels_before)
+    assert set(other) == set(document)
+    for key in COMPARED_KEYS:
+        assert other[key] == document[key], key
+    assert np.shape(other["slice_probabilities"]) == np.shape(document["slice_probabilities"])
+    assert other["device"]["device"] == document["device"]["device"]
+    assert other["model"]["sha256"] != document["model"]["sha256"] and other["model"]["bundled"]
+    for result in (installed, bundled):
+        reference = result.segmentation.GetNodeReference(result.segmentation.GetReferenceImageGeometryReferenceRole())
+        assert reference.GetID() == node.GetID()
+        assert result.probabilities_table.GetNumberOfRows() == volume.array.shape[0]
