@@ -98,8 +98,6 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    import torch
-
     from SegTuneCore.device import describe, select_device
     from SegTuneCore.process import ProgressReporter
 
@@ -132,6 +130,8 @@ def run(args) -> int:
         raise SegTuneError("--phantom-seed-start must be >= 0")
     device = select_device(args.device)
     if args.threads:
+        import torch
+
         torch.set_num_threads(args.threads)
     max_slices = args.max_slices_per_volume or None
 

@@ -112,3 +112,18 @@ def test_the_bundled_model_loads_and_is_small(repo_root):
     assert (folder / "weights.safetensors").stat().st_size <= 10 * 2 ** 20
     classifier = SliceClassifier.load(folder)
     assert classifier.predict(np.zeros((2, 128, 128), np.float32)).shape == (2, 6)
+
+
+def test_the_bundled_model_sees_a_head_in_the_real_colin27_mri():
+    from pathlib import Path
+
+    from SegTuneCore.geometry import read_volume
+    from MRIFieldOfViewLib.preprocessing import axial_slices
+
+    path = Path("/usr/share/mricron/templates/ch2.nii.gz")
+    if not path.exists():
+        pytest.skip("Debian mricron-data (Colin27) is not installed")
+    classifier = SliceClassifier.load(Path(__file__).resolve().parents[2] / "MRIFieldOfView" / "Resources"
+                                      / "Models" / "slice-classifier-default")
+    predicted = classifier.predict(axial_slices(read_volume(path)).images).argmax(1)
+    assert (predicted == REGIONS.index("head")).mean() >= 0.8  # 86 % when trained (docs/MRIFieldOfView-model.md)

@@ -74,7 +74,7 @@ def test_oriented_storage_shows_the_same_anatomy_as_the_canonical_one():
 
 
 def test_orientations_vary_across_seeds():
-    matrices = [make_phantom(seed, regions=["head"], max_matrix=48).ijk_to_ras[:3, :3] for seed in range(30, 42)]
+    matrices = [make_phantom(seed, spine=True, max_matrix=32).ijk_to_ras[:3, :3] for seed in range(30, 38)]
     signs = {tuple(np.sign(np.round(m / np.linalg.norm(m, axis=0), 3)).ravel()) for m in matrices}
     assert len(signs) > 2  # flips and oblique storage both occur
 
@@ -87,14 +87,14 @@ def test_protocol_contrasts_follow_mri_physics():
     assert max(t1[3], t2[3], pd[3]) < 0.1    # lung dark in all
 
 
-def test_phantom_cli_writes_volume_and_truth(tmp_path):
+def test_phantom_cli_writes_volume_and_truth(tmp_path, capsys):
+    from MRIFieldOfViewLib.__main__ import main
     from SegTuneCore.geometry import read_volume
 
     volume, truth = tmp_path / "p.nrrd", tmp_path / "p.json"
-    result = subprocess.run([sys.executable, "-m", "MRIFieldOfViewLib", "phantom", "--seed", "7", "--regions",
-                             "chest,head", "--protocol", "T2", "--max-matrix", "64", "--output", str(volume), "--truth", str(truth), "--json"],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
+    assert main(["phantom", "--seed", "7", "--regions", "chest,head", "--protocol", "T2", "--max-matrix", "64",
+                 "--output", str(volume), "--truth", str(truth), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["protocol"] == "T2"
     labels = json.loads(truth.read_text())["slice_labels"]
     image = read_volume(volume)
     assert len(labels) == image.array.shape[0]
