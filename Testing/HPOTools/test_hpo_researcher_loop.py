@@ -21,7 +21,7 @@ from MRIFieldOfViewLib.logic import FieldOfViewLogic
 from MRIFieldOfViewLib.regions import ORDERED_REGIONS
 from SegTuneCore.models import ModelStore
 
-# Tiny on purpose (about a minute on 2 busy cores): 4 phantoms at 64x64, 4 trials of 1-2 epochs
+# Tiny on purpose (about 30 s on 2 busy cores): 4 phantoms at 64x64, 4 trials of 1-2 epochs
 # of 96 augmented slices, a 4-block network of 4-8 filters with one 16-unit dense layer.
 SPEC = {
     "objective": "MRIFieldOfView:classifier",
@@ -46,9 +46,11 @@ def _regions_are_ordered_and_contiguous(document) -> None:
         assert region["first_slice"] <= region["last_slice"]
 
 
-def test_study_winner_is_installed_and_localizes_through_the_mrml_logic(tmp_path, slicer_runtime):
+def test_study_winner_is_installed_and_localizes_through_the_mrml_logic(tmp_path, slicer_runtime, monkeypatch):
     import torch
 
+    # one thread in the trial processes too: two threads on a loaded 2-core machine are 5-10x slower
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
     folder = create_study(tmp_path / "study", SPEC)
     run_study(folder, device="cpu")
