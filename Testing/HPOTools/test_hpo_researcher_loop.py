@@ -109,3 +109,26 @@ def test_study_winner_is_installed_and_localizes_through_the_mrml_logic(tmp_path
         reference = result.segmentation.GetNodeReference(result.segmentation.GetReferenceImageGeometryReferenceRole())
         assert reference.GetID() == node.GetID()
         assert result.probabilities_table.GetNumberOfRows() == volume.array.shape[0]
+
+
+def test_kidney_unet_objective_saves_an_installable_model_in_a_study_context(tmp_path, monkeypatch):
+    import torch
+
+    from HPOToolsLib.objectives import get_objective
+    from HPOToolsLib.study.evaluate import TrialContext
+    from KidneyUSLib import inference
+
+    torch.set_num_threads(1)
+    objective = get_objective("KidneyUS:unet", adults=1, children=1, validation=1, crop=32, device="cuda")
+    reports = []
+    context = TrialContext(number=0, folder=tmp_path / "trial", device="cpu", seed=0,
+                           reporter=lambda step, value: reports.append((step, value)))
+    params = {"width": 4, "levels": 3, "dropout": 0.0, "learning_rate": 1e-3, "batch_size": 1, "augment": 0.0}
+    value = objective.function(params, 2, context=context)   # as a study's trial process calls it
+    assert [step for step, _ in reports] == [1.0, 2.0] and reports[-1][1] == pytest.approx(value)
+    entry = ModelStore().install(context.model_folder, activate=True)   # verifies the checksum and task
+    assert entry.task == inference.TASK and entry.meta["architecture"]["width"] == 4
+    assert entry.meta["metrics"]["validation_dice_loss"] == pytest.approx(value)
+    assert entry.meta["run"]["device"] == "cpu"                          # the context's device, not "cuda"
+    network, _ = inference.load_network(ModelStore().resolve(inference.TASK), "cpu")
+    assert sum(p.numel() for p in network.parameters()) == entry.meta["parameters"]
