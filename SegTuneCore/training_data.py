@@ -16,8 +16,9 @@ check of SegTuneCore.geometry), so a folder of hundreds of volumes is checked in
 Every problem is collected first; the folder is refused with ONE SegTuneError naming each
 offending file: unreadable or non-3D images, images without a label, labels without an image,
 ambiguous names, label grids that differ from their image's (size, spacing, origin, direction),
-slice label lists of the wrong length. Data truncated inside a compressed NRRD/MHA is only found
-when the volume is read.
+slice label lists of the wrong length. Truncated voxel data is found without decompressing for
+NIfTI, attached raw or gzip NRRD (the gzip trailer holds the data size) and uncompressed MHA;
+in other files (detached headers, zlib-compressed MHA) only when the volume is read.
 """
 
 from __future__ import annotations
@@ -99,6 +100,10 @@ def read_header(path: Path) -> Header:
         reader.ReadImageInformation()
     except RuntimeError:
         raise SegTuneError("unreadable (not an image, or a damaged header)") from None
+    try:
+        _check_data_size(path, reader)
+    except OSError:
+        raise SegTuneError("unreadable") from None
     if reader.GetDimension() != 3:
         raise SegTuneError(f"a {reader.GetDimension()}D image, expected 3D")
     if reader.GetNumberOfComponents() != 1:
@@ -106,6 +111,48 @@ def read_header(path: Path) -> Header:
     return Header(tuple(int(v) for v in reader.GetSize()), np.array(reader.GetSpacing(), dtype=np.float64),
                   np.array(reader.GetOrigin(), dtype=np.float64),
                   np.array(reader.GetDirection(), dtype=np.float64).reshape(3, 3))
+
+
+def _data_bytes(reader) -> int:
+    import SimpleITK as sitk
+
+    bytes_per_value = {sitk.sitkUInt8: 1, sitk.sitkInt8: 1, sitk.sitkUInt16: 2, sitk.sitkInt16: 2,
+                       sitk.sitkUInt32: 4, sitk.sitkInt32: 4, sitk.sitkUInt64: 8, sitk.sitkInt64: 8,
+                       sitk.sitkFloat32: 4, sitk.sitkFloat64: 8}.get(reader.GetPixelID(), 0)
+    return int(np.prod(reader.GetSize())) * reader.GetNumberOfComponents() * bytes_per_value
+
+
+def _check_data_size(path: Path, reader) -> None:
+    """Refuse attached NRRD (raw or gzip) and uncompressed MHA data shorter than the header says."""
+    name = path.name.lower()
+    if not name.endswith((".nrrd", ".mha")):
+        return
+    expected = _data_bytes(reader)
+    with open(path, "rb") as handle:
+        head = handle.read(1 << 16)
+        size = handle.seek(0, os.SEEK_END)
+        if name.endswith(".nrrd"):
+            end = head.find(b"\n\n")
+            fields = dict(line.split(b":", 1) for line in head[:end].splitlines()[1:]
+                          if b":" in line and not line.startswith(b"#"))
+            fields = {key.strip().lower(): value.strip().lower() for key, value in fields.items()}
+            if end < 0 or {b"data file", b"datafile", b"line skip", b"byte skip"} & set(fields):
+                return
+            encoding = fields.get(b"encoding")
+            if encoding == b"raw":
+                actual = size - (end + 2)
+            elif encoding in (b"gzip", b"gz") and size >= end + 2 + 18:
+                handle.seek(-4, os.SEEK_END)
+                actual, expected = int.from_bytes(handle.read(4), "little"), expected % 2 ** 32
+            else:
+                return
+        else:
+            marker = head.find(b"ElementDataFile = LOCAL")
+            if marker < 0 or b"CompressedData = True" in head[:marker]:
+                return
+            actual = size - (head.index(b"\n", marker) + 1)
+    if expected and actual != expected:
+        raise SegTuneError(f"truncated or damaged voxel data ({actual} bytes where the header needs {expected})")
 
 
 def _slice_labels_problem(path: Path, header: Header) -> str | None:

@@ -116,3 +116,17 @@ def test_not_a_folder_and_an_empty_folder_are_refused(tmp_path):
     assert "no training images and labels found" in _refusal(tmp_path)
     with pytest.raises(ValueError):
         check_training_folder(tmp_path, label_kind="mesh")
+
+
+@pytest.mark.parametrize("suffix,compress", [(".nrrd", True), (".nrrd", False), (".mha", False)])
+def test_truncated_voxel_data_is_found_from_the_file_size(tmp_path, suffix, compress):
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(np.random.default_rng(0).normal(size=(20, 20, 20)).astype(np.float32))
+    for name in ("a", "a_label", "b", "b_label"):
+        sitk.WriteImage(image, str(tmp_path / f"{name}{suffix}"), compress)
+    assert len(check_training_folder(tmp_path)) == 2
+    data = (tmp_path / f"a{suffix}").read_bytes()
+    (tmp_path / f"a{suffix}").write_bytes(data[:-200])
+    message = _refusal(tmp_path)
+    assert "1 offending file:" in message and f"a{suffix}: truncated or damaged voxel data" in message
