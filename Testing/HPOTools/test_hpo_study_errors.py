@@ -158,7 +158,7 @@ def test_spec_defaults_and_validation():
     assert list(spec.raw["space"]) == [f"x{i}" for i in range(1, 7)]
     assert parse_spec(spec.raw).raw == spec.raw            # the stored form parses to itself
     with pytest.raises(SpecError, match="multi-fidelity"):
-        parse_spec({"objective": "benchmark:mf-hartmann6", "method": "bo", "budget": {"trials": 4}})
+        parse_spec({"objective": "benchmark:hartmann6", "method": "hyperband", "budget": {"trials": 4}})
     with pytest.raises(SpecError, match="stale_after"):
         parse_spec({"objective": "benchmark:branin", "budget": {"trials": 4},
                     "heartbeat": {"interval": 5, "stale_after": 6}})

@@ -259,3 +259,21 @@ def test_crashing_trial_processes_and_wall_time_budget(tmp_path):
     summary = run_study(timed)
     assert summary["finish_reason"] == "wall-time budget spent"
     assert 1 <= summary["trials"]["complete"] <= 6 and summary["trials"]["total"] == summary["trials"]["complete"]
+
+
+def test_bo_on_a_multi_fidelity_objective_trains_with_the_full_budget(tmp_path):
+    from HPOToolsLib.objectives import get_objective
+    from HPOToolsLib.study.runner import create_study, run_study
+    from HPOToolsLib.study.storage import StudyStore
+
+    folder = create_study(tmp_path / "mf", {"objective": "benchmark:mf-hartmann6", "method": "bo",
+                                           "budget": {"trials": 3}, "seed": 1})
+    summary = run_study(folder)
+    assert summary["trials"]["complete"] == 3
+    objective = get_objective("benchmark:mf-hartmann6")
+    store = StudyStore.open(folder)
+    try:
+        for trial in store.trials():
+            assert trial.value == pytest.approx(objective(trial.params, objective.max_budget))
+    finally:
+        store.close()

@@ -95,8 +95,10 @@ def evaluate_trial(objective, task: dict, reporter: Callable[[float, float], Non
     args: list[Any] = [dict(task["params"])]
     kwargs: dict[str, Any] = {}
     if objective.multi_fidelity:
-        args.append(task["budget"])
-        if _accepts(objective.function, "job"):
+        # Grid, random and BO train every configuration with the objective's full budget.
+        budget = task.get("budget")
+        args.append(objective.max_budget if budget is None else budget)
+        if task.get("config_id") is not None and _accepts(objective.function, "job"):
             from ..hyperband import Job
 
             kwargs["job"] = Job(task["number"], task["config_id"], dict(task["params"]), task["budget"],

@@ -151,9 +151,6 @@ def parse_spec(spec: Any) -> StudySpec:
             raise SpecError(f"spec: method {method!r} needs a multi-fidelity objective; {objective_name!r} is not")
         if objective.max_budget is not None:
             method_options.setdefault("max_budget", objective.max_budget)
-    elif objective.multi_fidelity:
-        raise SpecError(f"spec: {objective_name!r} is multi-fidelity; use a Hyperband method "
-                        f"({', '.join(SCHEDULER_METHODS)})")
     if "failure_policy" in spec:
         method_options.setdefault("failure_policy", spec["failure_policy"])
 
