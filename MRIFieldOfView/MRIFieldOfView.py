@@ -24,6 +24,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+from MRIFieldOfViewLib.decision import DEFAULT_SMOOTHING_MM
 from MRIFieldOfViewLib.logic import FieldOfViewLogic
 
 TASK = "MRIFieldOfView.slice-classifier"
@@ -56,7 +57,7 @@ class MRIFieldOfViewParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     modelName: str = ""
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
-    smoothingMm: Annotated[float, WithinRange(0.0, 100.0)] = 10.0
+    smoothingMm: Annotated[float, WithinRange(0.0, 100.0)] = DEFAULT_SMOOTHING_MM
     trainOnFolder: bool = False
     trainingFolder: Path = Path()
     trainingPhantoms: Annotated[int, WithinRange(4, 10000)] = 60

@@ -30,6 +30,7 @@ import numpy as np
 from MRIFieldOfViewLib.regions import ORDERED_REGIONS, REGION_INDEX, REGIONS, SPINE
 
 EMPTY = None  # label of a slice assigned to no region
+DEFAULT_SMOOTHING_MM = 5.0  # chosen with `bench accuracy` on held-out phantoms (docs/MRIFieldOfView.md)
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ def _state_scores(states, smoothed: np.ndarray, empty: np.ndarray) -> np.ndarray
 
 
 def decide(probabilities: np.ndarray, positions_mm: np.ndarray, k_indices: np.ndarray | None = None,
-           *, empty: np.ndarray | None = None, sigma_mm: float = 10.0,
+           *, empty: np.ndarray | None = None, sigma_mm: float = DEFAULT_SMOOTHING_MM,
            single_thickness: float = 1.0) -> Decision:
     """Regions from probabilities [N, 6] (columns in REGIONS order) at patient-axis positions [N].
 

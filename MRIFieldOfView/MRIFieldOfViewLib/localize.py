@@ -14,10 +14,9 @@ import numpy as np
 from SegTuneCore.errors import SegTuneError
 from SegTuneCore.geometry import Segment, Volume
 
-from .decision import Decision, decide
+from .decision import DEFAULT_SMOOTHING_MM, Decision, decide
 from .regions import REGION_COLORS, REGION_INDEX, REGIONS
 
-DEFAULT_SMOOTHING_MM = 10.0
 # A slice is empty (no body: air above the head, below the feet) when fewer than
 # EMPTY_FRACTION of its pixels are brighter than EMPTY_INTENSITY on the per-volume [0, 1] scale
 # after a 5x5 mean filter (which keeps Rician background noise far below the threshold).
