@@ -61,7 +61,13 @@ def config_of(params: dict, fixed: dict | None = None) -> dict:
 class ClassifierObjective:
     def __init__(self, phantoms: int = 24, seed: int = 0, samples_per_epoch: int = 2048,
                  max_slices_per_volume: int = 32, max_matrix: int = 160, device: str = "auto",
-                 memory_limit_gb: float = 12.0, fixed: dict | None = None, workers: int = 1):
+                 memory_limit_gb: float = 12.0, fixed: dict | None = None, workers: int = 1,
+                 data: str | None = None):
+        """`data`: a folder of NAME.nrrd + NAME.json pairs (checked up front) instead of phantoms."""
+        if data:
+            from SegTuneCore.training_data import check_training_folder
+
+            check_training_folder(data, label_kind="slice-json")  # refuse a bad folder before any trial
         if phantoms < 3:
             raise ValueError("phantoms must be >= 3 (train, validation and test volumes)")
         self.phantoms, self.seed = int(phantoms), int(seed)
@@ -70,6 +76,7 @@ class ClassifierObjective:
         self.device_spec = device
         self.memory_bytes = int(memory_limit_gb * GIB)
         self.fixed = dict(fixed or {})
+        self.data_folder = str(data) if data else None
         self.curves: list[dict] = []
         self._sets = None
 
@@ -82,15 +89,21 @@ class ClassifierObjective:
 
     def _data(self):
         if self._sets is None:
-            from .dataset import phantom_slice_set, split_slice_set
+            from .dataset import folder_slice_set, phantom_slice_set, split_slice_set
 
-            data = phantom_slice_set(range(self.phantoms), self.max_slices, self.max_matrix, self.workers)
+            if self.data_folder:
+                data = folder_slice_set(self.data_folder, self.max_slices)
+            else:
+                data = phantom_slice_set(range(self.phantoms), self.max_slices, self.max_matrix, self.workers)
             self._sets = split_slice_set(data, self.seed)
         return self._sets
 
     def data_record(self) -> dict:
         """The `data` entry of model.json (as the train CLI's for `--phantoms`)."""
         sets = self._data()
+        if self.data_folder:
+            return {"source": "folder", "path": self.data_folder,
+                    **{f"{name}_slices": len(part) for name, part in sets.items()}}
         return {"source": "phantoms", "seeds": [0, self.phantoms], "max_matrix": self.max_matrix,
                 "max_slices_per_volume": self.max_slices,
                 **{f"{name}_slices": len(part) for name, part in sets.items()}}
