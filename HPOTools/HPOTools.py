@@ -22,6 +22,7 @@ from slicer.util import VTKObservationMixin
 
 METHODS = ["bo", "random", "grid", "hyperband", "hyperband-bo-liar", "hyperband-bo-thesis"]
 TASKS = ["MRIFieldOfView:classifier", "KidneyUS:unet", "benchmark:hartmann6", "benchmark:branin"]
+TASKS_WITH_DATA_FOLDER = ["MRIFieldOfView:classifier"]
 POLL_MS = 2000
 
 
@@ -206,6 +207,8 @@ class HPOToolsLogic(ScriptedLoadableModuleLogic):
         if space:
             spec["space"] = space
         if data_folder and str(data_folder) not in ("", "."):
+            if task not in TASKS_WITH_DATA_FOLDER:
+                raise ValueError(f"{task} searches run on generated data; leave the training data folder empty")
             spec["objective_options"] = {"data": str(data_folder)}
         created = create_study(folder, spec)
         launch_background(created, ["--device", device] if device != "auto" else [])
