@@ -64,6 +64,22 @@ class HeadlessSlicer:
                 self.app_logic.SetModuleLogic(module_name, logic)
                 self.logics[name] = logic
         self._previous: dict = {}
+        import vtk
+
+        @vtk.calldata_type(vtk.VTK_OBJECT)
+        def on_node_added(scene, event, node):
+            self._add_hierarchy_item(scene, node)
+
+        self._node_added_tag = self.scene.AddObserver(slicer.vtkMRMLScene.NodeAddedEvent, on_node_added)
+
+    def _add_hierarchy_item(self, scene, node) -> None:
+        """Give new data nodes a subject-hierarchy item, as the desktop's plugins do."""
+        if node is None or node.GetHideFromEditors() or not any(
+                node.IsA(c) for c in ("vtkMRMLDisplayableNode", "vtkMRMLTableNode", "vtkMRMLPlotChartNode")):
+            return
+        hierarchy = scene.GetSubjectHierarchyNode()
+        if hierarchy is not None and not hierarchy.GetItemByDataNode(node):
+            hierarchy.CreateItem(hierarchy.GetSceneItemID(), node)
 
     def install(self):
         """Expose this session as `slicer.mrmlScene` / `slicer.modules` (like the desktop)."""
@@ -86,6 +102,7 @@ class HeadlessSlicer:
 
     def close(self) -> None:
         self.uninstall()
+        self.scene.RemoveObserver(self._node_added_tag)
         with vtk_log_silenced():  # detaching logics warns about the missing scene
             for logic in reversed(list(self.logics.values())):
                 logic.SetMRMLScene(None)

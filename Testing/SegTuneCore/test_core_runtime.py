@@ -76,3 +76,20 @@ def test_place_next_to_uses_the_reference_folder(slicer_runtime):
             hierarchy.CreateItem(hierarchy.GetSceneItemID(), result)
         mrml.place_next_to(result, reference)
         assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(result)) == folder
+
+
+def test_data_nodes_get_subject_hierarchy_items_and_outputs_land_next_to_the_input(slicer_runtime):
+    import numpy as np
+
+    from SegTuneCore.mrml import place_next_to
+
+    slicer = slicer_runtime
+    volume = slicer.util.addVolumeFromArray(np.zeros((3, 4, 5), np.int16), np.eye(4), "input")
+    hierarchy = slicer.mrmlScene.GetSubjectHierarchyNode()
+    assert hierarchy.GetItemByDataNode(volume)
+    study = hierarchy.CreateStudyItem(hierarchy.GetSceneItemID(), "study")
+    hierarchy.SetItemParent(hierarchy.GetItemByDataNode(volume), study)
+    output = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "output")
+    assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(output)) == hierarchy.GetSceneItemID()
+    place_next_to(output, volume)
+    assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(output)) == study
