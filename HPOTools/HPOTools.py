@@ -200,7 +200,6 @@ class HPOToolsLogic(ScriptedLoadableModuleLogic):
         return get_objective(task).space.to_spec()
 
     def startStudy(self, folder, *, task, method, trials, seed, space, data_folder=None, device="auto"):
-        from HPOToolsLib.study.control import launch_background
         from HPOToolsLib.study.runner import create_study
 
         spec = {"objective": task, "method": method, "budget": {"trials": int(trials)}, "seed": int(seed)}
@@ -211,7 +210,7 @@ class HPOToolsLogic(ScriptedLoadableModuleLogic):
                 raise ValueError(f"{task} searches run on generated data; leave the training data folder empty")
             spec["objective_options"] = {"data": str(data_folder)}
         created = create_study(folder, spec)
-        launch_background(created, ["--device", device] if device != "auto" else [])
+        self.resume(created, device)
         return created
 
     def updateNodes(self, folder, tableNode=None, chartNode=None):
@@ -236,8 +235,10 @@ class HPOToolsLogic(ScriptedLoadableModuleLogic):
 
     def resume(self, folder, device="auto"):
         from HPOToolsLib.study.control import launch_background
+        from SegTuneCore.slicer_environment import child_environment, child_python
 
-        return launch_background(folder, ["--device", device] if device != "auto" else [])
+        return launch_background(folder, ["--device", device] if device != "auto" else [],
+                                 python=child_python(), env=child_environment())
 
     def installBest(self, folder, activate=True):
         from HPOToolsLib.study.install import install_trial

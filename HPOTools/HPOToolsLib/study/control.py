@@ -17,13 +17,15 @@ from .storage import StudyStore, hostname, local_process_alive, process_started
 LOG_NAME = "runner.log"
 
 
-def launch_background(folder: Path, runner_args: list[str], *, join: bool = False) -> dict:
+def launch_background(folder: Path, runner_args: list[str], *, join: bool = False, python: str | None = None,
+                      env: dict | None = None) -> dict:
     """Start ``python -m HPOToolsLib resume FOLDER ...`` in a new session (its pid is its process
-    group id), logging JSON lines to the study's runner.log; return at once."""
+    group id), logging JSON lines to the study's runner.log; return at once. Inside Slicer, pass
+    Slicer's Python and module paths (SegTuneCore.slicer_environment)."""
     folder = Path(folder).resolve()
-    command = [sys.executable, "-u", "-m", "HPOToolsLib", "resume", str(folder), "--progress", "json",
+    command = [python or sys.executable, "-u", "-m", "HPOToolsLib", "resume", str(folder), "--progress", "json",
                "--detached", *runner_args] + (["--join"] if join else [])
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1")
     with open(folder / LOG_NAME, "ab") as log:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                    cwd=folder, env=env, start_new_session=True, close_fds=True)
