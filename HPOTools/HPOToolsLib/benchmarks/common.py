@@ -13,16 +13,21 @@ from SegTuneCore.process import atomic_write
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "segtune" / "hpo-bench"
 
 
+ENGINE_SOURCES = ("__init__.py", "space.py", "trials.py", "kernels.py", "incremental_cholesky.py", "gp.py",
+                  "acquisition.py", "failures.py", "hyperband.py", "optimize.py", "samplers")
+
+
 def engine_fingerprint() -> str:
-    """Short hash of the engine's sources (everything in HPOToolsLib but the benchmarks): results
+    """Short hash of the optimiser's sources (spaces, GP, samplers, Hyperband, minimize): results
     computed by different versions of the optimisers are never mixed up in a cache."""
     import hashlib
 
     root = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*.py") if "benchmarks" not in p.relative_to(root).parts):
-        digest.update(path.relative_to(root).as_posix().encode())
-        digest.update(path.read_bytes())
+    for name in ENGINE_SOURCES:
+        for path in sorted((root / name).rglob("*.py")) if (root / name).is_dir() else [root / name]:
+            digest.update(path.relative_to(root).as_posix().encode())
+            digest.update(path.read_bytes())
     return digest.hexdigest()[:10]
 
 

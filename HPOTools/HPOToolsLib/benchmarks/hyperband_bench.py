@@ -22,6 +22,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -174,8 +175,8 @@ def _pairwise(by_method: dict, total: float) -> dict:
             continue
         pairs = [(incumbent(r, end)[0], base[i]) for i, r in enumerate(runs) if i in base]
         pairs = [(a, b) for a, b in pairs if np.isfinite(a) and np.isfinite(b)]
-        out[method] = {"better": sum(a < b for a, b in pairs), "worse": sum(a > b for a, b in pairs),
-                       "ties": sum(a == b for a, b in pairs)}
+        out[method] = {"better": int(sum(a < b for a, b in pairs)), "worse": int(sum(a > b for a, b in pairs)),
+                       "ties": int(sum(a == b for a, b in pairs))}
     return out
 
 
@@ -184,15 +185,19 @@ def plot(results: dict, total: float, path: Path) -> None:
     grid = np.linspace(0, total, 400)
     fig, axes = plt.subplots(1, len(results), figsize=(5.6 * len(results), 4.2), squeeze=False)
     for ax, (problem, by_method) in zip(axes[0], results.items()):
+        reaches_zero = False
         for method, runs in by_method.items():
             curves = np.array([incumbent(r, grid) for r in runs])
             defined = np.isfinite(curves).mean(0) >= 0.5   # plot where most runs have a full training
-            with np.errstate(all="ignore"):
-                median = np.nanmedian(np.where(np.isfinite(curves), curves, np.nan), 0)
+            with warnings.catch_warnings():   # before the first full training every run is NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                median = np.nanmedian(curves, 0)
                 q25, q75 = np.nanquantile(curves, 0.25, 0), np.nanquantile(curves, 0.75, 0)
+            reaches_zero = reaches_zero or bool(np.nanmin(curves) <= 0)
             line, = ax.plot(grid[defined], median[defined], label=METHODS[method])
             ax.fill_between(grid[defined], q25[defined], q75[defined], color=line.get_color(), alpha=0.12)
-        ax.set_yscale("log")
+        # The table's best model has regret exactly 0: a symmetric log scale keeps it visible.
+        ax.set_yscale("symlog", linthresh=1e-3) if reaches_zero else ax.set_yscale("log")
         ax.set_xlabel(f"resource spent (full trainings of R = {MAX_BUDGET})")
         ax.set_title(f"{problem}: median best regret, {len(runs)} seeds (band: quartiles)", fontsize=9)
         ax.grid(alpha=0.3, which="both")

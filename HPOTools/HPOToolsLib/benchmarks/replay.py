@@ -126,6 +126,8 @@ def configure(parser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--plot", type=Path, help="PNG: fraction of runs that reached the top 1%% against draws")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: summarise the cached BO runs among the requested starts")
     parser.add_argument("--json", action="store_true")
     add_cache_arguments(parser, "replay")
 
@@ -148,6 +150,10 @@ def run(args) -> int:
         # A seeded permutation: --starts k uses its first k models, so a larger k reuses the cached runs.
         starts = np.random.default_rng(args.seed).permutation(n)[:args.starts]
         keys = {int(s): f"{name}/start{int(s)}/max{args.max_draws}/seed{args.seed}/engine-{ENGINE}" for s in starts}
+        if args.report_only:
+            keys = {s: k for s, k in keys.items() if k in cache}
+            if not keys:
+                raise ValueError(f"no cached BO run for table {name} with these options")
         todo = [s for s, k in keys.items() if k not in cache]
         if todo:
             print(f"replay {name}: {len(todo)} BO runs to do ({len(keys) - len(todo)} cached)", file=sys.stderr)
@@ -159,7 +165,7 @@ def run(args) -> int:
                         print(f"  {done}/{len(todo)}, {time.perf_counter() - began:.0f} s", file=sys.stderr)
             cache.save()
         bo_runs = [draws_to_goals(np.array(cache[keys[s]]["order"]), masks) for s in keys]
-        rs_runs = random_runs(table.losses, masks, len(starts), args.seed)
+        rs_runs = random_runs(table.losses, masks, len(keys), args.seed)
         bo_stats, rs_stats = statistics(bo_runs, args.max_draws), statistics(rs_runs, None)
         for goal in GOALS:
             rs_stats[goal]["expected"], rs_stats[goal]["expected_std"] = random_expectation(n, int(masks[goal].sum()))
