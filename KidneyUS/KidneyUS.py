@@ -57,13 +57,13 @@ applications to medical imaging</i>, PhD thesis, chapter 3 (and Bertrand et al.,
 @parameterNodeWrapper
 class KidneyUSParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
-    method: Annotated[str, Choice(["auto", "unet", "transfer"])] = "auto"
+    method: Annotated[str, Choice(["auto", "unet", "transfer", "template"])] = "auto"
     modelName: str = ""
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     threshold: Annotated[float, WithinRange(0.05, 0.95)] = 0.5
     largestComponent: bool = True
     outputSegmentation: vtkMRMLSegmentationNode
-    trainingMethod: Annotated[str, Choice(["unet", "finetune", "transfer"])] = "unet"
+    trainingMethod: Annotated[str, Choice(["unet", "finetune", "transfer", "template"])] = "unet"
     trainingAdultsFolder: Path = Path()
     trainingChildrenFolder: Path = Path()
     trainingAdults: Annotated[int, WithinRange(0, 10000)] = 40
@@ -272,8 +272,11 @@ class KidneyUSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self._parameterNode.outputSegmentation = node
         slicer.util.setSliceViewerLayers(background=volumeNode)
+        template = result.get("template")
+        folding = (f" Folded voxels {100 * template['folded_fraction']:.3f} %, {template['components']} component(s)."
+                   if template else "")
         self.finishSegment(f"Kidney: {result['volume_ml']:.1f} mL ({result['model']['version']}, "
-                           f"{result['device']['device']}, {result['timings_s']['total']:.1f} s).")
+                           f"{result['device']['device']}, {result['timings_s']['total']:.1f} s).{folding}")
 
     # --- training in a child process ------------------------------------------------------------
 
@@ -291,7 +294,7 @@ class KidneyUSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             workdir = Path(tempfile.mkdtemp(prefix="KidneyUS-training-"))
             args = ["train", "--method", params.trainingMethod, "--epochs", str(params.trainingEpochs),
                     "--device", params.trainingDevice, "--output", str(workdir / "model"), "--progress", "json"]
-            if params.trainingMethod == "unet":
+            if params.trainingMethod in ("unet", "template"):
                 args += populationArguments("--adults", params.trainingAdultsFolder, params.trainingAdults)
             else:  # fine-tuning and transfer layers adapt the selected model to children (§3.3.3, §3.4)
                 args += ["--base", str(self.logic.resolve_base(params.modelName or None))]

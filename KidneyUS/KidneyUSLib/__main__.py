@@ -9,6 +9,7 @@ COMMANDS = {
     "train": ("KidneyUSLib.train_cli", "train a U-Net, fine-tune it, or train transfer layers"),
     "experiment": ("KidneyUSLib.experiment_cli", "reproduce the structure of the thesis tables on phantoms"),
     "bench": ("KidneyUSLib.bench", "80^3 forward latency and end-to-end segment time"),
+    "bench-template": ("KidneyUSLib.bench_template", "template segmenter vs U-Net time per volume, same run"),
     "demo": ("KidneyUSLib.demo", "phantoms -> segment with the bundled model -> demo-output/"),
 }
 

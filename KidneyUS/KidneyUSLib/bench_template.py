@@ -1,4 +1,4 @@
-"""`python -m KidneyUSLib.bench_template [--json]`: template segmenter vs U-Net per volume, same run.
+"""`python -m KidneyUSLib bench-template [--json]`: template segmenter vs U-Net per volume, same run.
 
 Two measurements, each interleaving the two segmenters repeat by repeat so load on a shared
 machine hits both alike (the median of each is reported, and the ratio template / U-Net):
@@ -117,17 +117,3 @@ def run(args) -> int:
             print(f"{r['row']:<24} {r['precision']:<24} U-Net {r['unet_s'] * 1e3:8.1f} ms   "
                   f"template {r['template_s'] * 1e3:8.1f} ms   ratio {r['ratio']:.2f}")
     return 0
-
-
-def main(argv=None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m KidneyUSLib.bench_template", description=__doc__.splitlines()[0])
-    configure(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    from SegTuneCore.errors import run_cli
-
-    run_cli(main)

@@ -63,6 +63,7 @@ class KidneyUSLogic:
         volume = volume_from_node(volume_node)
         segmenter = segmenter or self.load_segmenter(model, method, device)
         result = segment_volume(volume, segmenter, threshold, largest_component, progress=progress)
+        self.last_network_info = result.network  # template: folded-voxel fraction, components, G
         return self.show_labels(volume_node, result.labels, output_node)
 
     @staticmethod

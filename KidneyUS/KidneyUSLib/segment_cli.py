@@ -17,7 +17,7 @@ def configure(parser) -> None:
     parser.add_argument("volume", help="3D ultrasound volume (.nrrd, .nii.gz, .mha, ...)")
     parser.add_argument("--output", required=True, help="segmentation file to write (.seg.nrrd), on the input's grid")
     parser.add_argument("--method", choices=tuple(METHOD_ARCHITECTURES), default=None,
-                        help="network kind: plain 3D U-Net or U-Net with transfer layers (default: whatever the model is)")
+                        help="network kind: plain 3D U-Net, U-Net with transfer layers, or template deformation (default: whatever the model is)")
     parser.add_argument("--model", default=None,
                         help="model version, bundled model name or model folder (default: the active model, else the bundled one)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
@@ -76,6 +76,8 @@ def run(args) -> int:
         "timings_s": {"read": round(read_s, 4), "load_model": round(load_s, 4), **result.timings_s,
                       "write": round(write_s, 4), "total": round(time.perf_counter() - started, 4)},
     }
+    if result.network:  # template: folded_fraction, min_jacobian, components, parameters, template
+        summary["template"] = result.network
     if args.progress == "json":
         reporter.result(summary)
     elif args.json:

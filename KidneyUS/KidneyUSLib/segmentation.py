@@ -20,7 +20,7 @@ from .preprocessing import postprocess, preprocess
 TASK = "KidneyUS.segmentation"
 KIDNEY = Segment("Kidney", 1, (0.86, 0.55, 0.42))
 # the architecture name in model.json for each --method
-METHOD_ARCHITECTURES = {"unet": "unet3d", "transfer": "unet3d-transfer"}
+METHOD_ARCHITECTURES = {"unet": "unet3d", "transfer": "unet3d-transfer", "template": "template-deformation"}
 # Largest input: 2^28 voxels (e.g. 645^3; 1 GiB as float32) and 2048 voxels along an axis. The
 # pipeline holds a few float32 copies of the input, so this bounds memory to a few GiB.
 MAX_VOXELS = 2**28
@@ -69,6 +69,7 @@ class SegmentationResult:
     labels: np.ndarray  # uint8 0/1 on the input grid
     volume_ml: float
     timings_s: dict = field(default_factory=dict)
+    network: dict = field(default_factory=dict)  # what the segmenter reports, e.g. the template's folded_fraction
 
 
 def segment_volume(volume: Volume, segmenter, threshold: float = 0.5, largest_component: bool = True,
@@ -84,7 +85,9 @@ def segment_volume(volume: Volume, segmenter, threshold: float = 0.5, largest_co
 
     report(0.3, "network")
     start = time.perf_counter()
-    probability = np.asarray(segmenter(cube), dtype=np.float32)
+    output = segmenter(cube)  # a probability cube, or (cube, info) for the template segmenter
+    probability, network_info = output if isinstance(output, tuple) else (output, {})
+    probability = np.asarray(probability, dtype=np.float32)
     timings["network"] = time.perf_counter() - start
 
     report(0.7, "back to the input grid")
@@ -92,11 +95,15 @@ def segment_volume(volume: Volume, segmenter, threshold: float = 0.5, largest_co
     labels = postprocess(probability, info, threshold=threshold, largest_component=largest_component)
     timings["postprocess"] = time.perf_counter() - start
     volume_ml = float(labels.sum() * np.prod(volume.spacing) / 1000.0)
-    return SegmentationResult(labels, volume_ml, {k: round(v, 4) for k, v in timings.items()})
+    return SegmentationResult(labels, volume_ml, {k: round(v, 4) for k, v in timings.items()}, network_info)
 
 
 def load_segmenter(entry, device: str = "auto"):
-    """The networks engineer's loader (imports torch)."""
+    """The networks engineer's loader (imports torch); the template segmenter for its models."""
+    if entry.meta["architecture"]["name"] == METHOD_ARCHITECTURES["template"]:
+        from .template_net import load_template_segmenter
+
+        return load_template_segmenter(entry, device)
     from .inference import load_segmenter as load
 
     return load(entry, device)

@@ -8,7 +8,7 @@ The same loop trains the U-Net baselines of Table 4.2, so every row sees the sam
 
 Entry points: `train_template(...)`, `train_from_args(args)` (for `train --method template`, whose
 parser gets the options of `templates.add_template_arguments`) and
-`python -m KidneyUSLib.template_training --adults N|DIR --children N|DIR --output MODEL_DIR`.
+`python -m KidneyUSLib train --method template --adults N|DIR --children N|DIR --output MODEL_DIR`.
 """
 
 from __future__ import annotations
@@ -286,21 +286,3 @@ def train_from_args(args) -> int:
     elif not args.json:
         reporter.log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
     return 0
-
-
-def main(argv=None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m KidneyUSLib.template_training",
-                                     description="train the template deformation segmenter (thesis §4): "
-                                                 "`train --method template`")
-    configure(parser)
-    args = parser.parse_args(argv)
-    args.method = "template"
-    return train_from_args(args)
-
-
-if __name__ == "__main__":
-    from SegTuneCore.errors import run_cli
-
-    run_cli(main)

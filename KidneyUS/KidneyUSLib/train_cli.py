@@ -19,7 +19,7 @@ import json
 from SegTuneCore.errors import SegTuneError
 from SegTuneCore.process import add_progress_argument
 
-METHODS = ("unet", "finetune", "transfer")
+METHODS = ("unet", "finetune", "transfer", "template")
 TRANSFER_LAYERS = ("geometric", "intensity", "fixed")
 
 
@@ -58,6 +58,9 @@ def configure(parser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     add_progress_argument(parser)
+    from .templates import add_template_arguments  # torch-free
+
+    add_template_arguments(parser)
 
 
 def load_sets(spec: str | None, population: str, args):
@@ -100,6 +103,10 @@ def run(args) -> int:
 
     from . import inference, training, transfer, unet
 
+    if args.method == "template":  # thesis §4: its own trainer, same options
+        from .template_training import train_from_args
+
+        return train_from_args(args)
     if args.adults is None and args.children is None:
         raise SegTuneError("give --adults and/or --children (a folder or a phantom count)")
     if args.method != "unet" and not args.base:

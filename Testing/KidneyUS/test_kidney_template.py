@@ -12,7 +12,7 @@ import torch
 from scipy import ndimage
 
 from KidneyUSLib import template_net as tn
-from KidneyUSLib import templates, training, transforms, unet
+from KidneyUSLib import templates, training, transforms
 from KidneyUSLib.template_training import (TemplateTrainSettings, augment, downsample, evaluate_cases,
                                            train_template)
 
@@ -331,7 +331,7 @@ def test_evaluation_reports_components_folding_and_parameters(phantoms, kidney):
 # --- command line --------------------------------------------------------------------------------
 
 def run_module(*args):
-    return subprocess.run([sys.executable, "-m", "KidneyUSLib.template_training", *args],
+    return subprocess.run([sys.executable, "-m", "KidneyUSLib", "train", "--method", "template", *args],
                           capture_output=True, text=True, timeout=300)
 
 
@@ -344,8 +344,6 @@ def test_train_command_options_train_a_template_model(tmp_path, capsys):
 
     parser = argparse.ArgumentParser()
     train_cli.configure(parser)
-    if "--template" not in parser._option_string_actions:  # until train_cli adds them itself
-        templates.add_template_arguments(parser)
     assert all(action.dest in vars(parser.parse_args(["--output", "x"])) for action in parser._actions[1:])
     out = tmp_path / "model"
     args = parser.parse_args(["--adults", "2", "--children", "1", "--test-adults", "1", "--test-children", "1",
@@ -396,3 +394,30 @@ def test_template_segmenter_in_the_segmentation_pipeline_returns_the_label_on_th
 def test_command_line_defaults_are_the_configuration_defaults():
     assert templates.DEFAULT_PENALTY == tn.TemplateConfig.penalty
     assert templates.DEFAULT_FIELD_LEVEL == tn.TemplateConfig.field_level
+
+
+def test_segment_command_with_a_template_model_reports_folding(tmp_path):
+    """`segment --method template`: one Kidney segment on the input grid, and the JSON says how
+    many voxels folded and how many components the output has."""
+    from KidneyUSLib.phantom import generate_phantom
+    from SegTuneCore.geometry import read_segmentation, write_volume
+
+    model = tmp_path / "model"
+    trained = run_module("--adults", "2", "--children", "1", "--test-adults", "1", "--test-children", "1",
+                         "--epochs", "1", "--width", "2", "--downsample", "2", "--output", str(model),
+                         "--progress", "quiet")
+    assert trained.returncode == 0, trained.stderr
+    volume, _ = generate_phantom("adult", 5, size=(96, 96, 96), spacing=(1.0, 1.0, 1.0))
+    write_volume(volume, tmp_path / "us.nrrd")
+    out = subprocess.run([sys.executable, "-m", "KidneyUSLib", "segment", str(tmp_path / "us.nrrd"), "--output",
+                          str(tmp_path / "k.seg.nrrd"), "--method", "template", "--model", str(model), "--device",
+                          "cpu", "--json"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert 0.0 <= summary["template"]["folded_fraction"] < 1.0 and summary["template"]["components"] >= 0
+    labels, segments = read_segmentation(tmp_path / "k.seg.nrrd")
+    assert [s.name for s in segments] == ["Kidney"] and labels.array.shape == volume.array.shape
+    refused = subprocess.run([sys.executable, "-m", "KidneyUSLib", "segment", str(tmp_path / "us.nrrd"), "--output",
+                              str(tmp_path / "u.seg.nrrd"), "--method", "unet", "--model", str(model)],
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and not (tmp_path / "u.seg.nrrd").exists()
