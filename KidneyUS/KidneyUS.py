@@ -6,11 +6,8 @@ QTimer, so the GUI never freezes and Cancel stops the whole process tree. torch 
 by those children and by the Logic when it segments in-process.
 """
 
-import importlib
 import importlib.util
-import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -24,13 +21,13 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule, ScriptedLoadableModuleLogic, ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
+from SegTuneCore.slicer_environment import child_environment, child_python, ensure_packages
 
 from KidneyUSLib.logic import KidneyUSLogic as EngineLogic
 
 TASK = "KidneyUS.segmentation"
 DEFAULT_MODEL_LABEL = "default (active, else bundled)"
 # installed on first use after a confirmation; Slicer's own numpy, SimpleITK and vtk are never touched
-DEPENDENCIES = {"torch": "torch>=2.2", "safetensors": "safetensors>=0.4", "psutil": "psutil>=5.9"}
 
 
 class KidneyUS(ScriptedLoadableModule):
@@ -70,39 +67,6 @@ class KidneyUSParameterNode:
     trainingChildren: Annotated[int, WithinRange(0, 10000)] = 12
     trainingEpochs: Annotated[int, WithinRange(1, 1000)] = 20
     trainingDevice: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
-
-
-def ensureDependencies():
-    """True when torch & co. are importable, installing them after a confirmation if needed."""
-    missing = [name for name in DEPENDENCIES if importlib.util.find_spec(name) is None]
-    if not missing:
-        return True
-    if not slicer.util.confirmOkCancelDisplay(
-            f"KidneyUS needs the Python packages {', '.join(missing)} (several hundred MB for torch). Install them now?"):
-        return False
-    requirements = [DEPENDENCIES[name] for name in missing]
-    try:  # Slicer >= 5.11: asks, shows progress, respects constraints
-        pydeps = importlib.import_module("slicer.pydeps")
-    except ImportError:
-        slicer.util.pip_install(requirements)
-    else:
-        from packaging.requirements import Requirement
-
-        pydeps.pip_ensure([Requirement(r) for r in requirements], requester="KidneyUS")
-    importlib.invalidate_caches()
-    return all(importlib.util.find_spec(name) is not None for name in missing)
-
-
-def childEnvironment():
-    """Environment for `python -m KidneyUSLib`: Slicer's module paths on PYTHONPATH."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    return env
-
-
-def childPython():
-    """Slicer's own Python interpreter (sys.executable is the Slicer application)."""
-    return shutil.which("PythonSlicer", path=os.path.dirname(sys.executable)) or sys.executable
 
 
 def populationArguments(option, folder, count):
@@ -216,7 +180,7 @@ class KidneyUSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._segmentJob[0].cancel()
             self.finishSegment("Cancelled.")
             return
-        if not ensureDependencies():
+        if not ensure_packages("KidneyUS"):
             return
         with slicer.util.tryWithErrorDisplay("Failed to start the segmentation.", waitCursor=True):
             from SegTuneCore.process import PythonModuleProcess
@@ -229,7 +193,7 @@ class KidneyUSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                                 device=params.device)
             args += ["--threshold", str(params.threshold)] + ([] if params.largestComponent else ["--all-components"])
             process = PythonModuleProcess("KidneyUSLib", args, on_event=self.onSegmentEvent,
-                                          env=childEnvironment(), python=childPython()).start()
+                                          env=child_environment(), python=child_python()).start()
             self._segmentJob = (process, workdir, params.inputVolume)
             self.ui.progressBar.value = 0
             self.ui.progressBar.visible = True
@@ -285,7 +249,7 @@ class KidneyUSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._trainingJob[0].cancel()
             self.finishTraining("Training cancelled.")
             return
-        if not ensureDependencies():
+        if not ensure_packages("KidneyUS"):
             return
         with slicer.util.tryWithErrorDisplay("Failed to start the training.", waitCursor=True):
             from SegTuneCore.process import PythonModuleProcess
@@ -300,7 +264,7 @@ class KidneyUSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 args += ["--base", str(self.logic.resolve_base(params.modelName or None))]
             args += populationArguments("--children", params.trainingChildrenFolder, params.trainingChildren)
             process = PythonModuleProcess("KidneyUSLib", args, on_event=self.onTrainingEvent,
-                                          env=childEnvironment(), python=childPython()).start()
+                                          env=child_environment(), python=child_python()).start()
             self._trainingJob = (process, workdir)
             self.ui.trainingProgressBar.value = 0
             self.ui.trainingProgressBar.visible = True

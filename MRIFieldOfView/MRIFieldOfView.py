@@ -6,10 +6,7 @@ a QTimer, so the GUI never freezes and Cancel stops the whole process tree. torc
 imported by those children and by the Logic when it runs in-process.
 """
 
-import importlib
-import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -23,14 +20,13 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule, ScriptedLoadableModuleLogic, ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
+from SegTuneCore.slicer_environment import child_environment, child_python, ensure_packages
 
 from MRIFieldOfViewLib.decision import DEFAULT_SMOOTHING_MM
 from MRIFieldOfViewLib.logic import FieldOfViewLogic
 
 TASK = "MRIFieldOfView.slice-classifier"
 DEFAULT_MODEL_LABEL = "default (active, else bundled)"
-# import name -> requirement; Slicer's own numpy, scipy, SimpleITK and vtk are never touched.
-DEPENDENCIES = {"torch": "torch", "safetensors": "safetensors>=0.4", "psutil": "psutil>=5.9"}
 
 
 class MRIFieldOfView(ScriptedLoadableModule):
@@ -63,37 +59,6 @@ class MRIFieldOfViewParameterNode:
     trainingPhantoms: Annotated[int, WithinRange(4, 10000)] = 60
     trainingEpochs: Annotated[int, WithinRange(1, 1000)] = 10
     trainingDevice: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
-
-
-def ensureDependencies():
-    """True when torch & co. are importable, installing them after the user agreed if needed."""
-    missing = [name for name in DEPENDENCIES if importlib.util.find_spec(name) is None]
-    if not missing:
-        return True
-    if not slicer.util.confirmOkCancelDisplay(
-            f"MRI Field of View needs the Python packages {', '.join(missing)} (torch is several hundred MB). Install them now?"):
-        return False
-    requirements = [DEPENDENCIES[name] for name in missing]
-    try:  # Slicer >= 5.12: progress, constraints that keep Slicer's own packages
-        packaging = importlib.import_module("slicer.packaging")
-    except ImportError:
-        slicer.util.pip_install(requirements)
-    else:
-        packaging.pip_ensure(requirements, requester="MRI Field of View")
-    importlib.invalidate_caches()
-    return all(importlib.util.find_spec(name) is not None for name in missing)
-
-
-def childEnvironment():
-    """Environment for `python -m MRIFieldOfViewLib`: Slicer's module paths on PYTHONPATH."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    return env
-
-
-def childPython():
-    """Slicer's own Python interpreter (sys.executable is the Slicer application)."""
-    return shutil.which("PythonSlicer", path=os.path.dirname(sys.executable)) or sys.executable
 
 
 class MRIFieldOfViewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -203,7 +168,7 @@ class MRIFieldOfViewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._localizeJob[0].cancel()
             self.finishLocalize("Cancelled.")
             return
-        if not ensureDependencies():
+        if not ensure_packages("MRI Field of View"):
             return
         with slicer.util.tryWithErrorDisplay("Failed to start the localization.", waitCursor=True):
             from SegTuneCore.process import PythonModuleProcess
@@ -216,7 +181,7 @@ class MRIFieldOfViewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if params.modelName:
                 args += ["--model", params.modelName]
             process = PythonModuleProcess("MRIFieldOfViewLib", args, on_event=self.onLocalizeEvent,
-                                          env=childEnvironment(), python=childPython()).start()
+                                          env=child_environment(), python=child_python()).start()
             self._localizeJob = (process, workdir, params.inputVolume)
             self.ui.progressBar.value = 0
             self.ui.progressBar.visible = True
@@ -278,7 +243,7 @@ class MRIFieldOfViewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._trainingJob[0].cancel()
             self.finishTraining("Training cancelled.")
             return
-        if not ensureDependencies():
+        if not ensure_packages("MRI Field of View"):
             return
         with slicer.util.tryWithErrorDisplay("Failed to start the training.", waitCursor=True):
             from SegTuneCore.process import PythonModuleProcess
@@ -289,7 +254,7 @@ class MRIFieldOfViewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             args = ["train", *source, "--epochs", str(params.trainingEpochs), "--device", params.trainingDevice,
                     "--output", str(workdir / "model"), "--progress", "json"]
             process = PythonModuleProcess("MRIFieldOfViewLib", args, on_event=self.onTrainingEvent,
-                                          env=childEnvironment(), python=childPython()).start()
+                                          env=child_environment(), python=child_python()).start()
             self._trainingJob = (process, workdir)
             self.ui.trainingProgressBar.value = 0
             self.ui.trainingProgressBar.visible = True
