@@ -162,9 +162,7 @@ class KidneyUSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             combo.clear()
             combo.addItem(DEFAULT_MODEL_LABEL, "")
             for entry in ModelStore().list(TASK):
-                architecture = entry.meta["architecture"]["name"]
-                label = f"{entry.version} [{architecture}]{' (active)' if entry.active else ''}{' (bundled)' if entry.bundled else ''}"
-                combo.addItem(label, entry.version)
+                combo.addItem(entry.label(), entry.version)
             current = self._parameterNode.modelName if self._parameterNode else ""
             combo.setCurrentIndex(max(0, combo.findData(current)))
             combo.blockSignals(False)

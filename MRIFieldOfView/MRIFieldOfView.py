@@ -151,8 +151,7 @@ class MRIFieldOfViewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             combo.clear()
             combo.addItem(DEFAULT_MODEL_LABEL, "")
             for entry in ModelStore().list(TASK):
-                label = f"{entry.version}{' (active)' if entry.active else ''}{' (bundled)' if entry.bundled else ''}"
-                combo.addItem(label, entry.version)
+                combo.addItem(entry.label(), entry.version)
             current = self._parameterNode.modelName if self._parameterNode else ""
             combo.setCurrentIndex(max(0, combo.findData(current)))
             combo.blockSignals(False)

@@ -169,6 +169,26 @@ class ModelEntry:
     bundled: bool
     active: bool
 
+    def headline_metrics(self, limit: int = 3) -> dict[str, float]:
+        """The validation/test numbers worth showing in a model selector (Dice, accuracy, loss)."""
+        flat: dict[str, float] = {}
+        for key, value in self.meta.get("metrics", {}).items():
+            items = value.items() if isinstance(value, dict) else [("", value)]
+            for sub, number in items:
+                name = f"{key}.{sub}" if sub else key
+                if isinstance(number, (int, float)) and not isinstance(number, bool) and not name.endswith("_std"):
+                    flat[name] = float(number)
+        preferred = [k for k in flat if any(w in k for w in ("dice", "accuracy"))] or \
+                    [k for k in flat if "loss" in k]
+        return {k: flat[k] for k in preferred[:limit]}
+
+    def label(self) -> str:
+        """One line for a model selector: version, architecture, date, metrics, state."""
+        metrics = ", ".join(f"{k} {v:.3g}" for k, v in self.headline_metrics().items())
+        date = str(self.meta.get("created") or "")[:10]
+        state = " (active)" if self.active else " (bundled)" if self.bundled else ""
+        return " ".join(p for p in (self.version, f"[{self.meta['architecture']['name']}]", date, metrics) if p) + state
+
     def summary(self) -> dict:
         return {
             "task": self.task, "version": self.version, "path": str(self.path), "bundled": self.bundled,

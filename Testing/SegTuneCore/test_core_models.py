@@ -288,3 +288,17 @@ def test_concurrent_installs_get_distinct_complete_versions(tmp_path):
     assert {e.meta["sha256"] for e in entries} == {json.loads((f / META).read_text())["sha256"] for f in folders}
     for entry in entries:
         verify_model(entry.path, task=TASK)
+
+
+def test_selector_label_shows_version_date_metrics_and_state(tmp_path):
+    import numpy as np
+
+    from SegTuneCore.models import ModelStore, save_model
+
+    save_model(tmp_path / "m", {"w": np.zeros(2, np.float32)},
+               {"task": "T.label", "architecture": {"name": "net"}, "created": "2026-01-02T03:04:05+00:00",
+                "metrics": {"dice_adults": 0.91234, "dice_adults_std": 0.1, "test": {"accuracy": 0.5, "slices": 3},
+                            "seconds_per_epoch": 7.0}})
+    entry = ModelStore(tmp_path / "store", bundled_dirs=[]).install(tmp_path / "m", activate=True)
+    assert entry.headline_metrics() == {"dice_adults": 0.91234, "test.accuracy": 0.5}
+    assert entry.label() == "v1 [net] 2026-01-02 dice_adults 0.912, test.accuracy 0.5 (active)"
