@@ -76,9 +76,10 @@ def test_pickle_is_refused_executes_nothing_and_leaves_the_store_unchanged(tmp_p
     store.activate(TASK, store.install(make_model(tmp_path / "good")).version)
     before = snapshot(store.root)
     marker = tmp_path / "pickle_was_executed"
-    # The pickle itself really would create the marker (so the test can fail).
+    # The pickle is armed: what unpickling would call really creates the marker (so the test can fail).
     probe = tmp_path / "probe"
-    pickle.loads(pickle.dumps(MarkerPickle(probe)))
+    function, arguments = MarkerPickle(probe).__reduce__()
+    function(*arguments)
     assert probe.exists()
 
     bad = pickle_model(tmp_path / "bad", marker)
