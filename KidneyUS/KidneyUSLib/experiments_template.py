@@ -164,7 +164,7 @@ def run(args) -> int:
     from SegTuneCore.process import atomic_write
 
     from . import training
-    from .template_training import TEMPLATE_SEED, TemplateTrainSettings, downsample, evaluate_cases, train_model
+    from .template_training import TEMPLATE_SEED, TemplateTrainSettings, evaluate_cases, train_model
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(METHODS))
@@ -184,9 +184,9 @@ def run(args) -> int:
     factor = args.downsample
     log("phantoms")
     sets = phantom_sets(args)
-    train_sets = [downsample(sets["train_adult"], factor), downsample(sets["train_child"], factor)]
-    test_sets = {"adults": downsample(sets["test_adult"], factor), "children": downsample(sets["test_child"], factor)}
-    excluded = downsample(sets["template"], factor).labels[0]
+    train_sets = [sets["train_adult"].downsampled(factor), sets["train_child"].downsampled(factor)]
+    test_sets = {"adults": sets["test_adult"].downsampled(factor), "children": sets["test_child"].downsampled(factor)}
+    excluded = sets["template"].downsampled(factor).labels[0]
     size = tuple(int(n) for n in train_sets[0].images.shape[1:])
     options = {k: v for k, v in vars(args).items()
                if k not in ("command", "experiment", "json") and isinstance(v, (int, float, str, type(None)))}

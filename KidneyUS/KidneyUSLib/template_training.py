@@ -21,7 +21,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from SegTuneCore.errors import SegTuneError
 
@@ -69,17 +68,8 @@ def augment(images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator
     return images + noise, labels
 
 
-def downsample(cubes: training.CubeSet, factor: int) -> training.CubeSet:
-    """Average `factor`^3 voxels (labels: majority) — the CPU scale of the experiments."""
-    if factor == 1:
-        return cubes
-    images = F.avg_pool3d(torch.from_numpy(cubes.images)[:, None], factor)[:, 0].numpy()
-    labels = F.avg_pool3d(torch.from_numpy(cubes.labels.astype(np.float32))[:, None], factor)[:, 0].numpy() >= 0.5
-    return training.CubeSet(cubes.population, images, labels.astype(np.uint8), f"{cubes.source}/{factor}")
-
-
 def downsample_label(label: np.ndarray, factor: int) -> np.ndarray:
-    return downsample(training.CubeSet("template", label[None].astype(np.float32), label[None], "label"), factor).labels[0]
+    return training.CubeSet("template", label[None].astype(np.float32), label[None], "label").downsampled(factor).labels[0]
 
 
 def train_model(network: torch.nn.Module, train_sets: Sequence[training.CubeSet], settings: TemplateTrainSettings,
@@ -254,8 +244,8 @@ def train_from_args(args) -> int:
         spec, source = (args.adults, adults) if adults is not None else (args.children, children)
         excluded, source = excluded_template_label(spec, source)
         adults, children = (source, children) if adults is not None else (adults, source)
-    train_sets = [downsample(s, factor) for s in (adults, children) if s is not None and len(s)]
-    test_sets = [downsample(s, factor) for s in (adults_test, children_test) if s is not None]
+    train_sets = [s.downsampled(factor) for s in (adults, children) if s is not None and len(s)]
+    test_sets = [s.downsampled(factor) for s in (adults_test, children_test) if s is not None]
     if excluded is not None:
         excluded = downsample_label(excluded, factor)
     size = train_sets[0].images.shape[1:]

@@ -13,7 +13,7 @@ from scipy import ndimage
 
 from KidneyUSLib import template_net as tn
 from KidneyUSLib import templates, training, transforms
-from KidneyUSLib.template_training import (TemplateTrainSettings, augment, downsample, evaluate_cases,
+from KidneyUSLib.template_training import (TemplateTrainSettings, augment, evaluate_cases,
                                            train_template)
 
 torch.set_num_threads(1)
@@ -23,8 +23,8 @@ SHAPE = (40, 40, 40)
 @pytest.fixture(scope="module")
 def phantoms():
     """Two adults and one child, 40^3 (4 mm cubes averaged by 2)."""
-    return (downsample(training.generated_set("adult", 2, first_seed=500), 2),
-            downsample(training.generated_set("child", 1, first_seed=500), 2))
+    return (training.generated_set("adult", 2, first_seed=500).downsampled(2),
+            training.generated_set("child", 1, first_seed=500).downsampled(2))
 
 
 @pytest.fixture(scope="module")
