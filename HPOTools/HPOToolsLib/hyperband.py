@@ -58,7 +58,7 @@ from .failures import FailurePolicy
 from .gp import GaussianProcess, RefitPolicy
 from .samplers.bo import fantasy_value, local_candidates
 from .space import Space
-from .trials import Trial, TrialState, clean_value
+from .trials import Trial, TrialState, finished_outcome
 
 
 def bracket_schedule(max_budget: float, eta: float = 3) -> list[list[tuple[int, float]]]:
@@ -358,15 +358,7 @@ class HyperbandScheduler:
 
     def report(self, job: Job, value: Any, state: TrialState | str = TrialState.COMPLETE,
                error: str | None = None, intermediate: dict | None = None) -> Trial:
-        state = TrialState(state)
-        if state.has_value:
-            value, reason = clean_value(value)
-            if value is None:
-                state, error = TrialState.FAILED, error or reason
-        else:
-            value = None
-        if not state.is_finished:
-            raise ValueError(f"report() records finished jobs, got state {state.value!r}")
+        state, value, error = finished_outcome(value, state, error, "report()")
         trial = Trial(number=len(self.trials), params=dict(job.params), state=state, value=value, error=error,
                       budget=job.budget, intermediate=dict(intermediate or {}), bracket=job.bracket,
                       rung=job.rung, config_id=job.config_id, resume_from=job.resume_from)

@@ -89,3 +89,18 @@ def clean_value(value: Any) -> tuple[float | None, str | None]:
     if not math.isfinite(number):
         return None, f"objective returned {number}"
     return number, None
+
+
+def finished_outcome(value: Any, state: "TrialState | str", error: str | None, what: str) -> tuple:
+    """(state, value, error) of a finished trial: a COMPLETE trial without a finite value becomes
+    FAILED, failure states carry no value; `what` names the caller in the error for unfinished states."""
+    state = TrialState(state)
+    if state.has_value:
+        value, reason = clean_value(value)
+        if value is None:
+            state, error = TrialState.FAILED, error or reason
+    else:
+        value = None
+    if not state.is_finished:
+        raise ValueError(f"{what} records finished trials, got state {state.value!r}")
+    return state, value, error

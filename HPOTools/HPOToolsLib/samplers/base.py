@@ -26,7 +26,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from ..space import Space
-from ..trials import Trial, TrialState, clean_value
+from ..trials import Trial, TrialState, finished_outcome
 
 
 class Sampler:
@@ -48,17 +48,9 @@ class Sampler:
 
     def tell(self, params: Mapping[str, Any], value: Any = None, state: TrialState | str = TrialState.COMPLETE,
              error: str | None = None, budget: float | None = None) -> Trial:
-        state = TrialState(state)
+        state, value, error = finished_outcome(value, state, error, "tell()")
         params = dict(params)
         number = len(self.trials)
-        if state.has_value:
-            value, reason = clean_value(value)
-            if value is None:
-                state, error = TrialState.FAILED, error or reason
-        else:
-            value = None
-        if not state.is_finished:
-            raise ValueError(f"tell() records finished trials, got state {state.value!r}")
         key = self.space.key(params)
         for i, p in enumerate(self.pending):
             if self.space.key(p) == key:
