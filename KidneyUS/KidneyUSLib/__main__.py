@@ -10,6 +10,7 @@ COMMANDS = {
     "experiment": ("KidneyUSLib.experiment_cli", "reproduce the structure of the thesis tables on phantoms"),
     "bench": ("KidneyUSLib.bench", "80^3 forward latency and end-to-end segment time"),
     "bench-template": ("KidneyUSLib.bench_template", "template segmenter vs U-Net time per volume, same run"),
+    "evaluate": ("KidneyUSLib.evaluate_cli", "models on held-out native phantoms: Dice, components, folded voxels"),
     "demo": ("KidneyUSLib.demo", "phantoms -> segment with the bundled model -> demo-output/"),
 }
 

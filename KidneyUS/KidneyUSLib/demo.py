@@ -27,11 +27,6 @@ def configure(parser) -> None:
     add_progress_argument(parser)
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a > 0, b > 0
-    return float(2.0 * (a & b).sum() / max(a.sum() + b.sum(), 1))
-
-
 def middle_planes(volume, truth: np.ndarray, result: np.ndarray):
     """Three orthogonal planes of the canonical (RAS-ordered) arrays through the kidney's centre."""
     from .preprocessing import canonical_directions
@@ -87,7 +82,7 @@ def run(args) -> int:
     from SegTuneCore.process import ProgressReporter
 
     from .phantom import generate_phantom
-    from .segmentation import KIDNEY, load_segmenter, resolve_model, segment_volume
+    from .segmentation import KIDNEY, dice, load_segmenter, resolve_model, segment_volume
 
     reporter = ProgressReporter(args.progress)
     output = Path(args.output)

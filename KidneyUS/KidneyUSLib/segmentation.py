@@ -64,6 +64,12 @@ def resolve_model(name: str | None = None, method: str | None = None, store=None
     return entry
 
 
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of two masks (non-zero voxels); two empty masks give 0."""
+    a, b = a > 0, b > 0
+    return float(2.0 * (a & b).sum() / max(a.sum() + b.sum(), 1))
+
+
 @dataclass
 class SegmentationResult:
     labels: np.ndarray  # uint8 0/1 on the input grid
