@@ -333,6 +333,19 @@ class TemplateNet(nn.Module):
             loss = loss + 0.5 * self.config.penalty * deformation.displacement.pow(2).sum(1).mean()
         return loss
 
+    def load_body_from_unet(self, unet_tensors: dict[str, torch.Tensor]) -> int:
+        """Start the body from a trained plain U-Net of the same width and levels (its encoder and
+        the decoder levels down to the field's share names and shapes); returns the tensors copied."""
+        body = self.body.state_dict()
+        missing = [k for k in body if k not in unet_tensors]
+        # numel, not shape: the model store keeps 0-d tensors (num_batches_tracked) as 1-d
+        wrong = [k for k in body if k in unet_tensors and unet_tensors[k].numel() != body[k].numel()]
+        if missing or wrong:
+            raise ValueError(f"the U-Net does not match the template body ({len(missing)} tensors missing, "
+                             f"{len(wrong)} of another shape, e.g. {(missing or wrong)[0]})")
+        self.body.load_state_dict({k: unet_tensors[k].reshape(body[k].shape) for k in body}, strict=True)
+        return len(body)
+
     def architecture(self) -> dict:
         return self.config.to_dict()
 

@@ -82,7 +82,7 @@ def train_model(network: torch.nn.Module, train_sets: Sequence[training.CubeSet]
     rng = np.random.default_rng(settings.seed)
     bf16 = capabilities(device)["bf16"] if settings.bf16 is None else settings.bf16
     network.to(device)
-    optimiser = torch.optim.Adam(network.parameters(), lr=settings.lr)
+    optimiser = torch.optim.Adam([p for p in network.parameters() if p.requires_grad], lr=settings.lr)
     sizes = [len(s) for s in train_sets]
     batching = training.TrainSettings(augment=0.0, crop=None)
     history = training.History()
@@ -90,6 +90,7 @@ def train_model(network: torch.nn.Module, train_sets: Sequence[training.CubeSet]
     for epoch in range(settings.epochs):
         start = time.perf_counter()
         network.train()
+        training.freeze_batchnorm_of_frozen_layers(network)
         order = training.epoch_order(sizes, settings.oversample, rng)
         losses = []
         for first in range(0, len(order), settings.batch_size):
@@ -167,12 +168,23 @@ def build_network(config: TemplateConfig, train_sets: Sequence[training.CubeSet]
     return TemplateNet(config, torch.from_numpy(template))
 
 
+@dataclass
+class BodyInit:
+    """Start the template body from a trained plain U-Net (`train --method template --init`)."""
+    tensors: dict
+    freeze: bool = False  # train only the global and local branches
+
+
 def train_template(train_sets: Sequence[training.CubeSet], config: TemplateConfig, settings: TemplateTrainSettings,
                    device: torch.device, *, excluded_label: np.ndarray | None = None,
                    test_sets: Sequence[training.CubeSet] = (), output: str | Path | None = None,
-                   voxel_mm: float = 4.0, on_epoch=None, extra_meta: dict | None = None) -> tuple[TemplateNet, dict]:
+                   voxel_mm: float = 4.0, on_epoch=None, extra_meta: dict | None = None,
+                   body_init: BodyInit | None = None) -> tuple[TemplateNet, dict]:
     """Build the template, train, evaluate on test_sets, save to `output` (model store format)."""
     network = build_network(config, train_sets, excluded_label)
+    if body_init is not None:
+        network.load_body_from_unet(body_init.tensors)
+        network.body.requires_grad_(not body_init.freeze)
     history = train_model(network, train_sets, settings, device, voxel_mm, on_epoch)
     metrics = {"seconds_per_epoch": float(np.mean(history.epoch_seconds))}
     for test in test_sets:
@@ -214,6 +226,19 @@ def excluded_template_label(spec: str, sets: training.CubeSet) -> tuple[np.ndarr
     return sets.labels[0], sets.subset(range(1, len(sets)))
 
 
+def unet_body_init(name: str, freeze: bool) -> tuple[BodyInit, dict, dict]:
+    """(body initialisation, the U-Net's architecture, model.json provenance) for `--init`."""
+    from SegTuneCore.models import load_model
+
+    from .inference import TASK
+    from .train_cli import resolve_base
+
+    entry = resolve_base(name)
+    tensors, meta = load_model(entry.path, task=TASK, architecture=unet.ARCHITECTURE)
+    return BodyInit(tensors, freeze), meta["architecture"], {
+        "initial_model": {"path": str(entry.path), "sha256": meta["sha256"], "body_frozen": freeze}}
+
+
 def train_from_args(args) -> int:
     """`train --method template` and this module's command line."""
     from SegTuneCore.device import select_device
@@ -223,9 +248,13 @@ def train_from_args(args) -> int:
 
     if args.adults is None and args.children is None:
         raise SegTuneError("give --adults and/or --children (a folder or a phantom count)")
-    unused = [option for option, value in (("--base", args.base), ("--init", args.init), ("--crop", args.crop)) if value]
+    unused = [option for option, value in (("--base", args.base), ("--crop", args.crop)) if value]
     if unused:
-        raise SegTuneError(f"{', '.join(unused)} do not apply to --method template (it trains from scratch on whole cubes)")
+        raise SegTuneError(f"{', '.join(unused)} do not apply to --method template (it trains on whole cubes)")
+    if args.freeze_body and not args.init:
+        raise SegTuneError("--freeze-body needs --init (the U-Net whose body is kept)")
+    if args.init and args.downsample != 1:
+        raise SegTuneError("--init needs --downsample 1: the U-Net's body was trained on 4 mm cubes")
     if not 0.0 <= args.native_fraction <= 1.0:
         raise SegTuneError("--native-fraction must lie in [0, 1]")
     if args.no_geometric and args.no_deformation:
@@ -234,6 +263,10 @@ def train_from_args(args) -> int:
         raise SegTuneError("--epochs and --batch-size must be >= 1 and --lr > 0")
     device = select_device(args.device)
     reporter = ProgressReporter(args.progress)
+    body_init, width, levels, dropout, extra = None, args.width, args.levels, args.dropout, {}
+    if args.init:  # before any data is made: a wrong model fails fast
+        body_init, architecture, extra = unet_body_init(args.init, args.freeze_body)
+        width, levels, dropout = architecture["width"], architecture["levels"], architecture.get("dropout", dropout)
     factor = args.downsample
     reporter.log("preparing data")
     adults, adults_test = load_sets(args.adults, "adult", args)
@@ -250,7 +283,7 @@ def train_from_args(args) -> int:
         excluded = downsample_label(excluded, factor)
     size = train_sets[0].images.shape[1:]
     try:
-        config = TemplateConfig(width=args.width, levels=args.levels, dropout=args.dropout,
+        config = TemplateConfig(width=width, levels=levels, dropout=dropout,
                                 geometric=not args.no_geometric, deformation=not args.no_deformation,
                                 field_level=args.field_level, penalty=args.penalty,
                                 template_shape=tuple(int(n) for n in size), template_kind=kind)
@@ -267,8 +300,9 @@ def train_from_args(args) -> int:
     reporter.log(f"training template deformation on {', '.join(f'{len(s)} {s.population}' for s in train_sets)} ({device})")
     _, metrics = train_template(train_sets, config, settings, device, excluded_label=excluded, test_sets=test_sets,
                                 output=args.output, voxel_mm=4.0 * factor, on_epoch=on_epoch,
-                                extra_meta={"arguments": {k: v for k, v in vars(args).items()
-                                                          if isinstance(v, (int, float, str, type(None)))}})
+                                extra_meta={**extra, "arguments": {k: v for k, v in vars(args).items()
+                                                                   if isinstance(v, (int, float, str, type(None)))}},
+                                body_init=body_init)
     result = {"output": str(args.output), "method": "template", "metrics": metrics, "device": str(device)}
     reporter.result(result)
     if args.json and args.progress != "json":

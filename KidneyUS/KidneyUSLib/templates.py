@@ -42,6 +42,8 @@ def add_template_arguments(parser) -> None:
                        help="U-Net decoder level of the displacement field (0: full resolution)")
     group.add_argument("--downsample", type=int, default=1, choices=(1, 2),
                        help="train on cubes averaged by this factor (2: 40^3 at 8 mm)")
+    group.add_argument("--freeze-body", action="store_true",
+                       help="with --init: keep the U-Net body as trained, train only the global and local branches")
 
 
 def soft_template(mask: np.ndarray) -> np.ndarray:

@@ -264,7 +264,8 @@ def set_trainable(network: unet.UNet3D, layers: str) -> int:
     return len(chosen)
 
 
-def _freeze_batchnorm_of_frozen_layers(network: nn.Module) -> None:
+def freeze_batchnorm_of_frozen_layers(network: nn.Module) -> None:
+    """Batch norm of frozen layers keeps its running statistics (eval mode) while the rest trains."""
     for module in network.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and not module.weight.requires_grad:
             module.eval()
@@ -330,7 +331,7 @@ def train_network(network: nn.Module, train_sets: Sequence[CubeSet], settings: T
     for epoch in range(settings.epochs):
         start = time.perf_counter()
         network.train()
-        _freeze_batchnorm_of_frozen_layers(network)
+        freeze_batchnorm_of_frozen_layers(network)
         order = epoch_order(sizes, settings.oversample, rng)
         losses = []
         for b in range(0, len(order), settings.batch_size):

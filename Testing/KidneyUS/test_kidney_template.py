@@ -357,6 +357,58 @@ def test_train_command_options_train_a_template_model(tmp_path, capsys):
     assert meta["architecture"]["template_shape"] == [40, 40, 40] and meta["architecture"]["template_kind"] == "mean"
 
 
+def test_body_from_a_unet_computes_the_unets_own_features():
+    """load_body_from_unet: the body's bottleneck is what the U-Net's encoder computes (captured by
+    the U-Net's own bottleneck hook), and a U-Net of another width is refused."""
+    from KidneyUSLib import unet
+
+    torch.manual_seed(0)
+    source = unet.UNet3D(unet.UNetConfig(width=2, levels=3, dropout=0.0)).eval()
+    network = tn.TemplateNet(tn.TemplateConfig(width=2, levels=3, dropout=0.0, template_shape=(16, 16, 16))).eval()
+    copied = network.load_body_from_unet(source.state_dict())
+    assert copied == len(network.body.state_dict())
+    x = torch.randn(1, 1, 16, 16, 16)
+    captured = []
+    with torch.no_grad():
+        source.forward_logits(x, bottleneck=lambda f: captured.append(f) or f)
+        bottleneck, _ = network.body(x)
+    torch.testing.assert_close(bottleneck, captured[0])
+    other = unet.UNet3D(unet.UNetConfig(width=4, levels=3)).state_dict()
+    with pytest.raises(ValueError, match="does not match"):
+        network.load_body_from_unet(other)
+
+
+def test_train_template_from_a_unet_with_a_frozen_body(tmp_path):
+    """`train --method template --init UNET --freeze-body`: width and levels come from the U-Net,
+    the body stays the U-Net's exactly, the branches train, model.json names the U-Net."""
+    from safetensors.torch import load_file
+
+    from KidneyUSLib import segmentation, unet
+
+    torch.manual_seed(0)
+    source = unet.UNet3D(unet.UNetConfig(width=2, levels=2, dropout=0.0))
+    with torch.no_grad():  # non-trivial batch-norm statistics: a body left in train mode would change them
+        for module in source.modules():
+            if isinstance(module, torch.nn.BatchNorm3d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+    source_dir = training.save_network(tmp_path / "unet", source.eval(),
+                                       {"task": segmentation.TASK, "architecture": source.config.to_dict()})
+    out = tmp_path / "template"
+    trained = run_module("--init", str(source_dir), "--freeze-body", "--adults", "2", "--children", "1",
+                         "--epochs", "1", "--width", "8", "--lr", "0.05", "--output", str(out), "--progress", "quiet")
+    assert trained.returncode == 0, trained.stderr
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["architecture"]["width"] == 2 and meta["architecture"]["levels"] == 2
+    assert meta["initial_model"]["body_frozen"] is True
+    tensors = load_file(out / "weights.safetensors")
+    reference = source.state_dict()
+    body = {k[len("body."):]: v for k, v in tensors.items() if k.startswith("body.")}
+    assert body and all(torch.equal(v.reshape(reference[k].shape), reference[k]) for k, v in body.items())
+    heads = [v for k, v in tensors.items() if k.startswith("global_branch.parameters_conv.weight")]
+    assert heads and heads[0].abs().sum() > 0  # started at zero, trained
+
+
 def test_cli_refuses_bad_input(tmp_path):
     bad = run_module("--adults", "2", "--no-geometric", "--no-deformation", "--output", str(tmp_path / "x"))
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "error:" in bad.stderr
@@ -365,6 +417,12 @@ def test_cli_refuses_bad_input(tmp_path):
     assert missing.returncode == 2 and "--adults" in missing.stderr and not (tmp_path / "y").exists()
     crop = run_module("--adults", "2", "--crop", "48", "--output", str(tmp_path / "z"))
     assert crop.returncode == 2 and "--crop" in crop.stderr and not (tmp_path / "z").exists()
+    frozen = run_module("--adults", "2", "--freeze-body", "--output", str(tmp_path / "f"))
+    assert frozen.returncode == 2 and "--init" in frozen.stderr and not (tmp_path / "f").exists()
+    coarse = run_module("--adults", "2", "--init", "unet-default", "--downsample", "2", "--output", str(tmp_path / "d"))
+    assert coarse.returncode == 2 and "--downsample 1" in coarse.stderr and not (tmp_path / "d").exists()
+    foreign = run_module("--adults", "2", "--init", "v999", "--output", str(tmp_path / "v"))
+    assert foreign.returncode != 0 and "v999" in foreign.stderr and not (tmp_path / "v").exists()
 
 
 def test_template_segmenter_in_the_segmentation_pipeline_returns_the_label_on_the_native_grid():
