@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import transforms, unet
+from .templates import GLOBAL_POOLING
 from .unet import ConvBlock
 
 ARCHITECTURE = "template-deformation"
@@ -49,6 +50,7 @@ class TemplateConfig:
     field_level: int = 1          # U-Net decoder level of the displacement field (0 = full resolution)
     field_sigma: float = 2.0      # Gaussian K_σ on the upsampled field, in template voxels
     global_width: int = 32        # channels of the two convolution blocks before the 9 parameters
+    global_pooling: str = "attention"  # of the 9 parameter maps: "average" (thesis) or "attention"
     penalty: float = 0.01         # λ of eq. 4.11 (per voxel, displacements in voxels)
     integration_steps: int = 6    # scaling-and-squaring steps of the field (0: the thesis' plain displacement)
     template_shape: tuple[int, int, int] = (80, 80, 80)
@@ -59,6 +61,8 @@ class TemplateConfig:
             raise ValueError("a template network needs the geometric and/or the deformation branch")
         if self.width < 1 or self.levels < 2 or not 0 <= self.field_level < self.levels or self.integration_steps < 0:
             raise ValueError(f"invalid template network configuration {self}")
+        if self.global_pooling not in GLOBAL_POOLING:
+            raise ValueError(f"unknown global pooling {self.global_pooling!r} (use {' or '.join(GLOBAL_POOLING)})")
         divisor = 2 ** (self.levels - 1)
         if len(self.template_shape) != 3 or any(n % divisor for n in self.template_shape):
             raise ValueError(f"template shape {self.template_shape} must be 3 multiples of {divisor}")
@@ -69,6 +73,7 @@ class TemplateConfig:
     @classmethod
     def from_dict(cls, architecture: dict) -> "TemplateConfig":
         fields = {k: architecture[k] for k in cls.__dataclass_fields__ if k in architecture}
+        fields.setdefault("global_pooling", "average")  # models saved before attention pooling existed
         if "template_shape" in fields:
             fields["template_shape"] = tuple(int(n) for n in fields["template_shape"])
         return cls(**fields)
@@ -142,17 +147,31 @@ def coordinate_channels(like: torch.Tensor) -> torch.Tensor:
 
 
 class GlobalBranch(nn.Module):
-    """Bottleneck features -> 9 parameters: 2 conv blocks, 1x1x1 conv with 9 filters, average pooling."""
+    """Bottleneck features -> 9 parameters: 2 conv blocks, 1x1x1 conv with 9 filters, pooling.
 
-    def __init__(self, in_channels: int, width: int):
+    "average": the thesis' global average pooling. "attention": a weighted average whose weights
+    are a softmax over positions of one more 1x1x1 convolution; its zero start gives uniform
+    weights, i.e. exactly average pooling. With the coordinate channels, the votes can be
+    positions, so the kidney's location is a softmax-weighted centroid instead of something an
+    average over the whole cube has to encode.
+    """
+
+    def __init__(self, in_channels: int, width: int, pooling: str = "attention"):
         super().__init__()
+        if pooling not in GLOBAL_POOLING:
+            raise ValueError(f"unknown global pooling {pooling!r} (use {' or '.join(GLOBAL_POOLING)})")
         self.blocks = nn.Sequential(ConvBlock(in_channels + 3, width), ConvBlock(width, width))
         self.parameters_conv = _zero_conv(width, transforms.N_PARAMETERS, 1)
+        self.attention_conv = _zero_conv(width, 1, 1) if pooling == "attention" else None
         self.register_buffer("scale", torch.tensor(PARAMETER_SCALE), persistent=False)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([features, coordinate_channels(features)], dim=1)
-        return self.parameters_conv(self.blocks(x)).float().mean(dim=(2, 3, 4)) * self.scale
+        x = self.blocks(torch.cat([features, coordinate_channels(features)], dim=1))
+        votes = self.parameters_conv(x).float().flatten(2)  # [B, 9, positions]
+        if self.attention_conv is None:
+            return votes.mean(2) * self.scale
+        weights = torch.softmax(self.attention_conv(x).float().flatten(2), dim=2)  # [B, 1, positions]
+        return (votes * weights).sum(2) * self.scale
 
 
 def gaussian_kernel(sigma: float) -> torch.Tensor:
@@ -297,7 +316,8 @@ class TemplateNet(nn.Module):
         super().__init__()
         self.config = config
         self.body = UNetBody(config)
-        self.global_branch = GlobalBranch(self.body.bottleneck_channels, config.global_width) if config.geometric else None
+        self.global_branch = (GlobalBranch(self.body.bottleneck_channels, config.global_width, config.global_pooling)
+                              if config.geometric else None)
         coarse = tuple(n // 2 ** config.field_level for n in config.template_shape)
         self.local_branch = (LocalBranch(self.body.field_channels, config.template_shape, coarse, config.field_sigma,
                                          config.integration_steps) if config.deformation else None)

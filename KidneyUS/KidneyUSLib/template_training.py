@@ -285,7 +285,7 @@ def train_from_args(args) -> int:
     try:
         config = TemplateConfig(width=width, levels=levels, dropout=dropout,
                                 geometric=not args.no_geometric, deformation=not args.no_deformation,
-                                field_level=args.field_level, penalty=args.penalty,
+                                field_level=args.field_level, penalty=args.penalty, global_pooling=args.global_pooling,
                                 template_shape=tuple(int(n) for n in size), template_kind=kind)
     except ValueError as exc:
         raise SegTuneError(str(exc)) from None

@@ -28,6 +28,7 @@ KINDS = ("mask", "mean")
 # `train --help` stays fast)
 DEFAULT_PENALTY = 0.01
 DEFAULT_FIELD_LEVEL = 1
+GLOBAL_POOLING = ("attention", "average")
 
 
 def add_template_arguments(parser) -> None:
@@ -42,6 +43,9 @@ def add_template_arguments(parser) -> None:
                        help="U-Net decoder level of the displacement field (0: full resolution)")
     group.add_argument("--downsample", type=int, default=1, choices=(1, 2),
                        help="train on cubes averaged by this factor (2: 40^3 at 8 mm)")
+    group.add_argument("--global-pooling", choices=GLOBAL_POOLING, default=GLOBAL_POOLING[0],
+                       help="pooling of the 9 parameter maps: attention (softmax-weighted, starts as average) "
+                            "or average (the thesis)")
     group.add_argument("--freeze-body", action="store_true",
                        help="with --init: keep the U-Net body as trained, train only the global and local branches")
 

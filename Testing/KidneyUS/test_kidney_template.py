@@ -452,6 +452,41 @@ def test_template_segmenter_in_the_segmentation_pipeline_returns_the_label_on_th
 def test_command_line_defaults_are_the_configuration_defaults():
     assert templates.DEFAULT_PENALTY == tn.TemplateConfig.penalty
     assert templates.DEFAULT_FIELD_LEVEL == tn.TemplateConfig.field_level
+    assert templates.GLOBAL_POOLING[0] == tn.TemplateConfig.global_pooling
+
+
+def test_attention_pooling_starts_as_average_pooling_and_is_a_softmax_weighted_vote():
+    """Zero attention logits: exactly the thesis' average of the 9 parameter maps. Trained logits:
+    the softmax-weighted sum of the votes, recomputed here in numpy from the blocks' output."""
+    torch.manual_seed(0)
+    attention = tn.GlobalBranch(8, 6, "attention").eval()
+    average = tn.GlobalBranch(8, 6, "average").eval()
+    average.load_state_dict({k: v for k, v in attention.state_dict().items() if not k.startswith("attention_conv")})
+    torch.nn.init.normal_(attention.parameters_conv.weight)
+    average.parameters_conv.weight.data.copy_(attention.parameters_conv.weight)
+    features = torch.randn(2, 8, 4, 4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(attention(features), average(features))
+        torch.nn.init.normal_(attention.attention_conv.weight, std=3.0)
+        pooled = attention(features).double().numpy()
+        x = attention.blocks(torch.cat([features, tn.coordinate_channels(features)], dim=1)).double().numpy()
+    flat = x.reshape(2, 6, -1)
+    vote_w = attention.parameters_conv.weight.detach().double().numpy()[:, :, 0, 0, 0]
+    votes = np.einsum("oc,bcn->bon", vote_w, flat) + attention.parameters_conv.bias.detach().double().numpy()[None, :, None]
+    logits = np.einsum("c,bcn->bn", attention.attention_conv.weight.detach().double().numpy()[0, :, 0, 0, 0], flat)
+    weights = np.exp(logits - logits.max(1, keepdims=True))
+    weights /= weights.sum(1, keepdims=True)
+    assert weights.max() > 2.0 / flat.shape[2]  # not the uniform average any more
+    expected = np.einsum("bon,bn->bo", votes, weights) * np.array(tn.PARAMETER_SCALE)
+    np.testing.assert_allclose(pooled, expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="pooling"):
+        tn.TemplateConfig(global_pooling="max")
+
+
+def test_models_saved_before_attention_pooling_load_as_average_pooling():
+    architecture = tn.TemplateConfig(template_shape=(16, 16, 16)).to_dict()
+    del architecture["global_pooling"]
+    assert tn.TemplateConfig.from_dict(architecture).global_pooling == "average"
 
 
 def test_segment_command_with_a_template_model_reports_folding(tmp_path):
