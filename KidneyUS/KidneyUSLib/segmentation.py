@@ -65,9 +65,10 @@ def resolve_model(name: str | None = None, method: str | None = None, store=None
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two masks (non-zero voxels); two empty masks give 0."""
-    a, b = a > 0, b > 0
-    return float(2.0 * (a & b).sum() / max(a.sum() + b.sum(), 1))
+    """Dice of two masks (non-zero voxels); two empty masks agree (1.0)."""
+    a, b = np.asarray(a) > 0, np.asarray(b) > 0
+    total = a.sum() + b.sum()
+    return 1.0 if total == 0 else float(2.0 * (a & b).sum() / total)
 
 
 @dataclass

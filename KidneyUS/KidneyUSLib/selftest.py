@@ -16,18 +16,14 @@ from scipy import ndimage
 from SegTuneCore.errors import SegTuneError
 from SegTuneCore.geometry import Volume
 
+from .segmentation import dice
+
 SELFTEST_SEED = 80_000_001  # held out: training uses small seeds
 # a small native grid (anisotropic, about 150 x 170 x 140 mm) keeps every scenario at a few seconds
 SELFTEST_SIZE = (110, 130, 100)
 SELFTEST_SPACING = (1.4, 1.3, 1.45)
 MIN_ROUND_TRIP_DICE = 0.97
 MIN_BUNDLED_MODEL_DICE = 0.8
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a) > 0, np.asarray(b) > 0
-    total = a.sum() + b.sum()
-    return 1.0 if total == 0 else float(2.0 * (a & b).sum() / total)
 
 
 def phantom(population: str = "child", seed: int = SELFTEST_SEED, oblique: bool = True) -> tuple[Volume, Volume]:

@@ -331,14 +331,16 @@ class TemplateNet(nn.Module):
     def deform(self, image: torch.Tensor) -> Deformation:
         if tuple(image.shape[2:]) != self.config.template_shape:
             raise ValueError(f"input {tuple(image.shape[2:])} must have the template's shape {self.config.template_shape}")
-        bottleneck, features = self.body(image)
-        batch = image.shape[0]
+        return self.deform_features(*self.body(image))
+
+    def deform_features(self, bottleneck: torch.Tensor, features: torch.Tensor) -> Deformation:
+        """The two branches and the warp on the body's output (a frozen body's output can be cached)."""
         if self.global_branch is not None:
             params = self.global_branch(bottleneck)
         else:
-            params = torch.zeros(batch, transforms.N_PARAMETERS, device=image.device)
+            params = torch.zeros(bottleneck.shape[0], transforms.N_PARAMETERS, device=bottleneck.device)
         u = self.local_branch(features) if self.local_branch is not None else None
-        with torch.autocast(image.device.type, enabled=False):  # transforms and sampling in fp32
+        with torch.autocast(bottleneck.device.type, enabled=False):  # transforms and sampling in fp32
             g = transforms.matrix_from_parameters(params.float(), transforms.grid_centre(self.config.template_shape))
             warped, grid = warp_template(self.template[None, None], g, u)
         return Deformation(warped, params, g, u, grid)

@@ -46,6 +46,7 @@ class TemplateTrainSettings:
     seed: int = 0
     time_budget_s: float | None = None  # stop after the epoch that exceeds it
     bf16: bool | None = None            # convolutions in bf16 (None: where the device supports it); warp fp32
+    feature_copies: int = 3             # frozen body: images whose features are cached per item (1 + augmented)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,10 +73,43 @@ def downsample_label(label: np.ndarray, factor: int) -> np.ndarray:
     return training.CubeSet("template", label[None].astype(np.float32), label[None], "label").downsampled(factor).labels[0]
 
 
+def body_is_frozen(network: torch.nn.Module) -> bool:
+    return isinstance(network, TemplateNet) and not any(p.requires_grad for p in network.body.parameters())
+
+
+def cache_body_features(network: TemplateNet, train_sets: Sequence[training.CubeSet], settings: TemplateTrainSettings,
+                        device: torch.device, voxel_mm: float, bf16: bool, rng: np.random.Generator) -> list[tuple]:
+    """Per set: (bottlenecks, field features, labels) of every item and of `feature_copies - 1`
+    augmented copies of it (Table 4.1), computed once by the frozen body and kept in bf16 on the
+    host; the thesis, too, drew its augmented copies before training."""
+    batching = training.TrainSettings(augment=0.0, crop=None)
+    network.body.eval()
+    cache = []
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        for index, cubes in enumerate(train_sets):
+            parts = []
+            for copy in range(settings.feature_copies if settings.augment > 0 else 1):
+                for first in range(0, len(cubes), 4):
+                    x, y = training.make_batch(train_sets, [(index, i) for i in range(first, min(first + 4, len(cubes)))],
+                                               batching, rng)
+                    if copy:
+                        x, y = augment(x, y, rng, voxel_mm, settings.augment)
+                    bottleneck, features = network.body(x.to(device))
+                    parts.append((bottleneck.to("cpu", torch.bfloat16), features.to("cpu", torch.bfloat16),
+                                  y.to(torch.uint8)))
+            cache.append(tuple(torch.cat(column) for column in zip(*parts)))
+    return cache
+
+
 def train_model(network: torch.nn.Module, train_sets: Sequence[training.CubeSet], settings: TemplateTrainSettings,
                 device: torch.device, voxel_mm: float = 4.0,
                 on_epoch: Callable[[int, training.History], None] | None = None) -> training.History:
-    """Adam on Dice (+ the displacement penalty for a TemplateNet); returns per-epoch losses and times."""
+    """Adam on Dice (+ the displacement penalty for a TemplateNet); returns per-epoch losses and times.
+
+    A TemplateNet whose body is frozen trains its branches on the body's features cached once
+    (`cache_body_features`): the body's forward pass, most of the cost, then runs once per cached
+    image instead of once per step.
+    """
     from SegTuneCore.device import capabilities
 
     torch.manual_seed(settings.seed)
@@ -83,7 +117,8 @@ def train_model(network: torch.nn.Module, train_sets: Sequence[training.CubeSet]
     bf16 = capabilities(device)["bf16"] if settings.bf16 is None else settings.bf16
     network.to(device)
     optimiser = torch.optim.Adam([p for p in network.parameters() if p.requires_grad], lr=settings.lr)
-    sizes = [len(s) for s in train_sets]
+    cache = cache_body_features(network, train_sets, settings, device, voxel_mm, bf16, rng) if body_is_frozen(network) else None
+    sizes = [len(c[2]) for c in cache] if cache is not None else [len(s) for s in train_sets]
     batching = training.TrainSettings(augment=0.0, crop=None)
     history = training.History()
     started = time.perf_counter()
@@ -94,15 +129,19 @@ def train_model(network: torch.nn.Module, train_sets: Sequence[training.CubeSet]
         order = training.epoch_order(sizes, settings.oversample, rng)
         losses = []
         for first in range(0, len(order), settings.batch_size):
-            x, y = training.make_batch(train_sets, order[first:first + settings.batch_size], batching, rng)
-            x, y = x.to(device), y.to(device)
-            if settings.augment > 0:
-                x, y = augment(x, y, rng, voxel_mm, settings.augment)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                if isinstance(network, TemplateNet):
-                    loss = network.loss(network.deform(x), y)
-                else:
-                    loss = unet.dice_loss(network(x), y)
+            items = order[first:first + settings.batch_size]
+            if cache is not None:
+                bottleneck, features, y = (torch.stack([cache[s][column][i] for s, i in items]).to(device).float()
+                                           for column in range(3))
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    loss = network.loss(network.deform_features(bottleneck, features), y)
+            else:
+                x, y = training.make_batch(train_sets, items, batching, rng)
+                x, y = x.to(device), y.to(device)
+                if settings.augment > 0:
+                    x, y = augment(x, y, rng, voxel_mm, settings.augment)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    loss = network.loss(network.deform(x), y) if isinstance(network, TemplateNet) else unet.dice_loss(network(x), y)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -251,6 +290,8 @@ def train_from_args(args) -> int:
     unused = [option for option, value in (("--base", args.base), ("--crop", args.crop)) if value]
     if unused:
         raise SegTuneError(f"{', '.join(unused)} do not apply to --method template (it trains on whole cubes)")
+    if args.feature_copies < 1:
+        raise SegTuneError("--feature-copies must be >= 1")
     if args.freeze_body and not args.init:
         raise SegTuneError("--freeze-body needs --init (the U-Net whose body is kept)")
     if args.init and args.downsample != 1:
@@ -291,7 +332,8 @@ def train_from_args(args) -> int:
         raise SegTuneError(str(exc)) from None
     settings = TemplateTrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, augment=args.augment,
                                      oversample=not args.no_oversample, seed=args.seed, time_budget_s=args.time_budget,
-                                     bf16=None if args.precision == "auto" else args.precision == "bf16")
+                                     bf16=None if args.precision == "auto" else args.precision == "bf16",
+                                     feature_copies=args.feature_copies)
 
     def on_epoch(epoch, history):
         reporter.progress((epoch + 1) / args.epochs,

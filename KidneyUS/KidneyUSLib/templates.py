@@ -48,6 +48,9 @@ def add_template_arguments(parser) -> None:
                             "or average (the thesis)")
     group.add_argument("--freeze-body", action="store_true",
                        help="with --init: keep the U-Net body as trained, train only the global and local branches")
+    group.add_argument("--feature-copies", type=int, default=3,
+                       help="with --freeze-body: the body's features are computed once for each image and "
+                            "N-1 augmented copies of it (the thesis drew its augmented copies before training)")
 
 
 def soft_template(mask: np.ndarray) -> np.ndarray:

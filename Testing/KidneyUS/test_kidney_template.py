@@ -14,7 +14,7 @@ from scipy import ndimage
 from KidneyUSLib import template_net as tn
 from KidneyUSLib import templates, training, transforms
 from KidneyUSLib.template_training import (TemplateTrainSettings, augment, evaluate_cases,
-                                           train_template)
+                                           train_model, train_template)
 
 torch.set_num_threads(1)
 SHAPE = (40, 40, 40)
@@ -407,6 +407,34 @@ def test_train_template_from_a_unet_with_a_frozen_body(tmp_path):
     assert body and all(torch.equal(v.reshape(reference[k].shape), reference[k]) for k, v in body.items())
     heads = [v for k, v in tensors.items() if k.startswith("global_branch.parameters_conv.weight")]
     assert heads and heads[0].abs().sum() > 0  # started at zero, trained
+
+
+def test_frozen_body_features_are_cached_once_with_augmented_copies(phantoms):
+    """cache_body_features: the first copy of every item is the body's output on the item itself
+    (recomputed here), the others are augmented; branches trained on the cache see the right labels."""
+    from KidneyUSLib.template_training import body_is_frozen, cache_body_features
+
+    torch.manual_seed(0)
+    adults, children = phantoms
+    network = tn.TemplateNet(tn.TemplateConfig(width=2, levels=2, dropout=0.0, template_shape=SHAPE),
+                             torch.from_numpy(templates.mask_template(adults.labels[0])))
+    network.body.requires_grad_(False)
+    assert body_is_frozen(network)
+    settings = TemplateTrainSettings(feature_copies=2)
+    cache = cache_body_features(network, [adults, children], settings, torch.device("cpu"), 8.0, False,
+                                np.random.default_rng(0))
+    assert [len(c[2]) for c in cache] == [2 * len(adults), 2 * len(children)]
+    with torch.no_grad():
+        bottleneck, features = network.body(torch.from_numpy(children.images[:1])[:, None])
+    torch.testing.assert_close(cache[1][0][0].float(), bottleneck[0], atol=0.05, rtol=0.02)  # stored in bf16
+    torch.testing.assert_close(cache[1][1][0].float(), features[0], atol=0.05, rtol=0.02)
+    assert torch.equal(cache[1][2][0, 0], torch.from_numpy(children.labels[0]).to(torch.uint8))
+    assert not torch.equal(cache[0][2][len(adults)], cache[0][2][0])  # the augmented copy moved
+    history = train_model(network, [adults, children], TemplateTrainSettings(epochs=2, batch_size=2, lr=0.01,
+                                                                             feature_copies=2),
+                          torch.device("cpu"), voxel_mm=8.0)
+    assert len(history.train_loss) == 2 and all(np.isfinite(history.train_loss))
+    assert network.global_branch.parameters_conv.weight.abs().sum() > 0
 
 
 def test_cli_refuses_bad_input(tmp_path):
