@@ -50,7 +50,7 @@ class TemplateConfig:
     field_level: int = 1          # U-Net decoder level of the displacement field (0 = full resolution)
     field_sigma: float = 2.0      # Gaussian K_σ on the upsampled field, in template voxels
     global_width: int = 32        # channels of the two convolution blocks before the 9 parameters
-    global_pooling: str = "attention"  # of the 9 parameter maps: "average" (thesis) or "attention"
+    global_pooling: str = "average"  # of the 9 parameter maps: "average" (thesis) or "attention"
     penalty: float = 0.01         # λ of eq. 4.11 (per voxel, displacements in voxels)
     integration_steps: int = 6    # scaling-and-squaring steps of the field (0: the thesis' plain displacement)
     template_shape: tuple[int, int, int] = (80, 80, 80)
@@ -73,7 +73,6 @@ class TemplateConfig:
     @classmethod
     def from_dict(cls, architecture: dict) -> "TemplateConfig":
         fields = {k: architecture[k] for k in cls.__dataclass_fields__ if k in architecture}
-        fields.setdefault("global_pooling", "average")  # models saved before attention pooling existed
         if "template_shape" in fields:
             fields["template_shape"] = tuple(int(n) for n in fields["template_shape"])
         return cls(**fields)
@@ -156,7 +155,7 @@ class GlobalBranch(nn.Module):
     average over the whole cube has to encode.
     """
 
-    def __init__(self, in_channels: int, width: int, pooling: str = "attention"):
+    def __init__(self, in_channels: int, width: int, pooling: str = "average"):
         super().__init__()
         if pooling not in GLOBAL_POOLING:
             raise ValueError(f"unknown global pooling {pooling!r} (use {' or '.join(GLOBAL_POOLING)})")

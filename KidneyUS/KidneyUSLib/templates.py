@@ -28,7 +28,7 @@ KINDS = ("mask", "mean")
 # `train --help` stays fast)
 DEFAULT_PENALTY = 0.01
 DEFAULT_FIELD_LEVEL = 1
-GLOBAL_POOLING = ("attention", "average")
+GLOBAL_POOLING = ("average", "attention")  # the first is the default (the thesis)
 
 
 def add_template_arguments(parser) -> None:
@@ -44,8 +44,8 @@ def add_template_arguments(parser) -> None:
     group.add_argument("--downsample", type=int, default=1, choices=(1, 2),
                        help="train on cubes averaged by this factor (2: 40^3 at 8 mm)")
     group.add_argument("--global-pooling", choices=GLOBAL_POOLING, default=GLOBAL_POOLING[0],
-                       help="pooling of the 9 parameter maps: attention (softmax-weighted, starts as average) "
-                            "or average (the thesis)")
+                       help="pooling of the 9 parameter maps: average (the thesis) or attention "
+                            "(softmax-weighted, starts as average)")
     group.add_argument("--freeze-body", action="store_true",
                        help="with --init: keep the U-Net body as trained, train only the global and local branches")
     group.add_argument("--feature-copies", type=int, default=3,

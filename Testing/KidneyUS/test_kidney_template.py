@@ -511,10 +511,12 @@ def test_attention_pooling_starts_as_average_pooling_and_is_a_softmax_weighted_v
         tn.TemplateConfig(global_pooling="max")
 
 
-def test_models_saved_before_attention_pooling_load_as_average_pooling():
+def test_models_without_a_pooling_entry_load_with_the_thesis_average_pooling():
     architecture = tn.TemplateConfig(template_shape=(16, 16, 16)).to_dict()
     del architecture["global_pooling"]
     assert tn.TemplateConfig.from_dict(architecture).global_pooling == "average"
+    network = tn.TemplateNet(tn.TemplateConfig.from_dict(architecture))
+    assert network.global_branch.attention_conv is None
 
 
 def test_segment_command_with_a_template_model_reports_folding(tmp_path):
