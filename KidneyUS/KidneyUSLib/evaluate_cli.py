@@ -35,10 +35,29 @@ def configure(parser) -> None:
     parser.add_argument("--first-seed", type=int, default=None,
                         help="seed of the first phantom of each population (default: train's held-out test seeds)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument("--workers", type=int, default=1, help="processes generating the phantoms (default 1)")
     parser.add_argument("--output", help="write results.json (every case) here")
     parser.add_argument("--markdown", help="write the summary table (markdown) here")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     add_progress_argument(parser)
+
+
+def _native_phantom(task: tuple[str, int]):
+    from .phantom import generate_phantom
+
+    population, seed = task
+    return generate_phantom(population, seed, oblique=seed % 3 == 0)
+
+
+def phantoms(plan: list[tuple[str, int]], workers: int):
+    """(volume, label) for each (population, seed), in order; generated ahead in `workers` processes."""
+    if workers <= 1:
+        yield from map(_native_phantom, plan)
+        return
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        yield from pool.imap(_native_phantom, plan)
 
 
 def summarise(cases: list[dict], models: list[str]) -> dict:
@@ -83,13 +102,14 @@ def run(args) -> int:
     from SegTuneCore.device import describe
     from SegTuneCore.process import ProgressReporter, atomic_write
 
-    from .phantom import generate_phantom
     from .preprocessing import keep_largest_component
     from .segmentation import dice, load_segmenter, resolve_model, segment_volume
     from .training import TEST_SEED_OFFSET
 
     if min(args.adults, args.children) < 0 or args.adults + args.children < 1:
         raise SegTuneError("--adults and --children must be >= 0, and at least one phantom is needed")
+    if args.workers < 1:
+        raise SegTuneError("--workers must be >= 1")
     if len(set(args.model)) != len(args.model):
         raise SegTuneError("--model: each model once")
     for path in (args.output, args.markdown):
@@ -102,9 +122,8 @@ def run(args) -> int:
     plan = [(population, first_seed + i) for population, plural in POPULATIONS for i in range(getattr(args, plural))]
     cases = []
     started = time.perf_counter()
-    for index, (population, seed) in enumerate(plan):
+    for index, ((population, seed), (volume, label)) in enumerate(zip(plan, phantoms(plan, args.workers))):
         reporter.progress(index / len(plan), f"{population} phantom {seed}")
-        volume, label = generate_phantom(population, seed, oblique=seed % 3 == 0)
         case = {"population": population, "seed": seed, "oblique": seed % 3 == 0,
                 "size_ijk": list(volume.shape_ijk), "models": {}}
         for name, segmenter in segmenters.items():

@@ -44,7 +44,8 @@ def _independent_dice(a, b) -> float:
 def test_evaluate_compares_models_on_the_same_native_phantoms(tmp_path, template_model):
     out, table = tmp_path / "results.json", tmp_path / "table.md"
     result = _evaluate("--model", "unet-default", "--model", template_model, "--adults", 1, "--children", 1,
-                       "--first-seed", SEED, "--device", "cpu", "--output", out, "--markdown", table, "--progress", "quiet")
+                       "--first-seed", SEED, "--device", "cpu", "--workers", 2, "--output", out, "--markdown", table,
+                       "--progress", "quiet")
     assert result.returncode == 0, result.stderr
     results = json.loads(out.read_text())
     cases = results["cases"]
@@ -79,6 +80,7 @@ def test_evaluate_compares_models_on_the_same_native_phantoms(tmp_path, template
     (["--model", "v999"], "v999"),
     (["--model", "unet-default", "--adults", "0", "--children", "0"], "at least one phantom"),
     (["--model", "unet-default", "--model", "unet-default"], "each model once"),
+    (["--model", "unet-default", "--workers", "0"], "--workers"),
 ])
 def test_bad_options_give_one_line_and_write_nothing(tmp_path, args, expected):
     out = tmp_path / "results.json"
