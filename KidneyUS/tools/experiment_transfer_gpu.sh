@@ -10,11 +10,8 @@
 # SMOKE=1: a tiny CPU run. The EXP_ prefix keeps them apart from train_default_gpu.sh's knobs.
 set -uo pipefail
 
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-export PYTHONPATH="$REPO:$REPO/KidneyUS:$REPO/MRIFieldOfView:$REPO/HPOTools${PYTHONPATH:+:$PYTHONPATH}"
-OUT="${OUT:-$REPO/gpu-out}"
-mkdir -p "$OUT"
-PY="${PYTHON:-python3}"
+# shellcheck source=gpu_env.sh
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"  # REPO, PYTHONPATH, OUT, PY
 
 if [ "${SMOKE:-0}" = 1 ]; then
   : "${SEEDS:=1}" "${EXP_ADULTS:=2}" "${EXP_CHILDREN:=1}" "${EXP_TESTS:=1}" "${EXP_WIDTH:=2}" "${EXP_EPOCHS:=1}"

@@ -11,11 +11,8 @@
 # Log: $OUT/kidney-template.log. SMOKE=1 runs a tiny CPU version (the check before GPU time).
 set -uo pipefail
 
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-export PYTHONPATH="$REPO:$REPO/KidneyUS:$REPO/MRIFieldOfView:$REPO/HPOTools${PYTHONPATH:+:$PYTHONPATH}"
-OUT="${OUT:-$REPO/gpu-out}"
-mkdir -p "$OUT"
-PY="${PYTHON:-python3}"
+# shellcheck source=gpu_env.sh
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"  # REPO, PYTHONPATH, OUT, PY
 LOG="$OUT/kidney-template.log"
 
 if [ "${SMOKE:-0}" = 1 ]; then

@@ -22,11 +22,8 @@
 # (the check that it works before spending GPU time).
 set -uo pipefail
 
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-export PYTHONPATH="$REPO:$REPO/KidneyUS:$REPO/MRIFieldOfView:$REPO/HPOTools${PYTHONPATH:+:$PYTHONPATH}"
-OUT="${OUT:-$REPO/gpu-out}"
-mkdir -p "$OUT"
-PY="${PYTHON:-python3}"
+# shellcheck source=gpu_env.sh
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"  # REPO, PYTHONPATH, OUT, PY
 
 if [ "${SMOKE:-0}" = 1 ]; then
   : "${WIDTH:=4}" "${TRAIN_SECONDS:=20}" "${ADULTS:=4}" "${CHILDREN:=4}" "${TESTS:=2}" "${WORKERS:=2}"
