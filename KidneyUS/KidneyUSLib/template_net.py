@@ -11,6 +11,9 @@ every voxel p of the output cube, with
 - L = Id + u in the template referential: v from a 3x3x3 convolution with 3 filters on a coarse
   decoder level, a 3x3x3 mean filter, trilinear upsampling to the template grid and a Gaussian
   filter K_σ (eq. 4.9, §4.4.2); u is evaluated at G(p), so ψ(p) = G(p) + u(G(p)) exactly.
+  `local_branch="registration"` (not in the thesis) predicts v instead with a small two-level
+  convolution net from the features *and the template as G placed it*, and lets L act on the
+  image grid where those features are: ψ = G∘L, ψ(p) = G(p + u(p)) (Mory et al. 2012's order).
 Both heads start at zero, so a fresh network returns the template itself.
 
 The loss is Dice + λ/2·mean|u|² (eq. 4.10 plus the L2 penalty of eq. 4.11). `jacobian_determinant`
@@ -29,7 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import transforms, unet
-from .templates import GLOBAL_POOLING
+from .templates import DEFAULT_LOCAL_WIDTH, GLOBAL_POOLING, LOCAL_BRANCHES
 from .unet import ConvBlock
 
 ARCHITECTURE = "template-deformation"
@@ -55,6 +58,9 @@ class TemplateConfig:
     integration_steps: int = 6    # scaling-and-squaring steps of the field (0: the thesis' plain displacement)
     template_shape: tuple[int, int, int] = (80, 80, 80)
     template_kind: str = "mask"   # "mask" (one training mask) or "mean" (aligned mean shape)
+    local_branch: str = "thesis"  # "thesis": one conv, ψ = L∘G; "registration": FieldNet, ψ = G∘L
+    local_width: int = DEFAULT_LOCAL_WIDTH  # channels of the registration branch's FieldNet
+    global_loss: float = 0.0      # weight of the Dice of φ0∘G alone (0: the thesis' loss only)
 
     def __post_init__(self):
         if not (self.geometric or self.deformation):
@@ -63,6 +69,11 @@ class TemplateConfig:
             raise ValueError(f"invalid template network configuration {self}")
         if self.global_pooling not in GLOBAL_POOLING:
             raise ValueError(f"unknown global pooling {self.global_pooling!r} (use {' or '.join(GLOBAL_POOLING)})")
+        if self.global_loss < 0 or (self.global_loss > 0 and not self.geometric):
+            raise ValueError(f"global loss weight {self.global_loss} needs the geometric branch and must be >= 0")
+        if self.local_branch not in LOCAL_BRANCHES or self.local_width < 1:
+            raise ValueError(f"unknown local branch {self.local_branch!r} or width {self.local_width} "
+                             f"(use {' or '.join(LOCAL_BRANCHES)}, width >= 1)")
         divisor = 2 ** (self.levels - 1)
         if len(self.template_shape) != 3 or any(n % divisor for n in self.template_shape):
             raise ValueError(f"template shape {self.template_shape} must be 3 multiples of {divisor}")
@@ -89,7 +100,7 @@ class Deformation:
     probabilities: torch.Tensor          # [B, 1, D, H, W] the warped template
     parameters: torch.Tensor             # [B, 9] in PARAMETER_NAMES units
     matrix: torch.Tensor                 # [B, 4, 4] G, output voxel -> template voxel
-    displacement: torch.Tensor | None    # [B, 3, D, H, W] u in template voxels (x, y, z), None without L
+    displacement: torch.Tensor | None    # [B, 3, D, H, W] u in voxels (x, y, z) of its frame, None without L
     grid: torch.Tensor                   # [B, D, H, W, 3] ψ(p) in template voxels (x, y, z)
 
 
@@ -225,20 +236,45 @@ def integrate_velocity(velocity: torch.Tensor, steps: int) -> torch.Tensor:
     return displacement
 
 
+class FieldNet(nn.Module):
+    """Features and the template as G placed it, both on the coarse grid -> v (3 channels).
+
+    The thesis' single convolution sees only the image's features, so it cannot know where the
+    template's boundary lies: the displacement it must predict depends on G, which changes from
+    image to image. This two-level U-Net of `width` channels sees both, as a registration network
+    sees its moving and fixed images. Its last convolution starts at zero (L = Id).
+    """
+
+    def __init__(self, in_channels: int, width: int):
+        super().__init__()
+        self.reduce = nn.Conv3d(in_channels, width, 1)  # the body's many channels, cheaply
+        self.encoder = nn.Sequential(ConvBlock(width + 1, width), ConvBlock(width, width))
+        self.lower = nn.Sequential(ConvBlock(width, 2 * width), ConvBlock(2 * width, 2 * width))
+        self.decoder = ConvBlock(3 * width, width)
+        self.out = _zero_conv(width, 3, 3)
+
+    def forward(self, features: torch.Tensor, placed: torch.Tensor) -> torch.Tensor:
+        x = self.encoder(torch.cat([self.reduce(features), placed.to(features.dtype)], dim=1))
+        lower = F.interpolate(self.lower(F.max_pool3d(x, 2)), size=x.shape[2:], mode="nearest")
+        return self.out(self.decoder(torch.cat([x, lower], dim=1)))
+
+
 class LocalBranch(nn.Module):
     """Field-level features -> u [B, 3, D, H, W] on the template grid (§4.4.2).
 
-    v (3x3x3 conv, 3 filters) -> 3x3x3 mean filter -> [exp(v) by scaling and squaring, on the
-    coarse grid, when `steps` > 0] -> trilinear upsampling -> Gaussian K_σ. With steps = 0 this is
-    the thesis' plain displacement field; integrating a velocity keeps L invertible (no folds)
-    however large the field, the guarantee the plain field lacks (see docs/KidneyUS-template.md).
+    v (3x3x3 conv, 3 filters; or a FieldNet of `width` channels that also takes the placed
+    template) -> 3x3x3 mean filter -> [exp(v) by scaling and squaring, on the coarse grid, when
+    `steps` > 0] -> trilinear upsampling -> Gaussian K_σ. With steps = 0 this is the thesis'
+    plain displacement field; integrating a velocity keeps L invertible (no folds) however large
+    the field, the guarantee the plain field lacks (see docs/KidneyUS-template.md).
     """
 
     def __init__(self, in_channels: int, shape: Sequence[int], coarse_shape: Sequence[int], sigma: float,
-                 steps: int = 0):
+                 steps: int = 0, width: int | None = None):
         super().__init__()
-        self.field_conv = _zero_conv(in_channels, 3, 3)
+        self.field_conv = _zero_conv(in_channels, 3, 3) if width is None else FieldNet(in_channels, width)
         self.steps = steps
+        self.coarse_shape = tuple(coarse_shape)
         for axis, (n, c) in enumerate(zip(shape, coarse_shape)):
             self.register_buffer(f"mean_{axis}", mean_matrix(c).float(), persistent=False)
             smooth_up = filter_matrix(n, gaussian_kernel(sigma)) @ upsampling_matrix(n, c)
@@ -247,8 +283,12 @@ class LocalBranch(nn.Module):
         ratio = [(n - 1) / max(c - 1, 1) for n, c in zip(shape[::-1], coarse_shape[::-1])]
         self.register_buffer("ratio", torch.tensor(ratio).view(1, 3, 1, 1, 1), persistent=False)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        v = self.field_conv(features)
+    def coarse_points(self) -> torch.Tensor:
+        """[d, h, w, 3] the coarse grid's voxels in voxels (x, y, z) of the full grid."""
+        return voxel_grid(self.coarse_shape, self.ratio.dtype, self.ratio.device) * self.ratio.view(3)
+
+    def forward(self, features: torch.Tensor, placed: torch.Tensor | None = None) -> torch.Tensor:
+        v = self.field_conv(features) if placed is None else self.field_conv(features, placed)
         with torch.autocast(v.device.type, enabled=False):  # the field is always fp32
             v = FIELD_SCALE * apply_separable(v.float(), (self.mean_0, self.mean_1, self.mean_2))
             if self.steps:
@@ -269,27 +309,38 @@ def to_normalised(points: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     return points @ n[:3, :3].T + n[:3, 3]
 
 
+def apply_affine(matrix: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """G [B, 4, 4] applied to voxel points [..., 3] or [B, ..., 3] (x, y, z) -> [B, ..., 3]."""
+    points = points.expand(matrix.shape[0], *points.shape[-4:])
+    return torch.einsum("bij,bdhwj->bdhwi", matrix[:, :3, :3], points) + matrix[:, None, None, None, :3, 3]
+
+
+def pull(template: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """The template [1 or B, 1, D', H', W'] at points [B, D, H, W, 3] in its voxels (x, y, z); 0 outside."""
+    source = template.to(points.dtype).expand(points.shape[0], *template.shape[1:])
+    return F.grid_sample(source, to_normalised(points, template.shape[2:]), mode="bilinear",
+                         padding_mode="zeros", align_corners=transforms.ALIGN_CORNERS)
+
+
 def warp_template(template: torch.Tensor, matrix: torch.Tensor, displacement: torch.Tensor | None,
-                  output_shape: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """φ0∘L∘G (eq. 4.7): (warped [B, 1, D, H, W], ψ grid [B, D, H, W, 3] in template voxels).
+                  output_shape: Sequence[int] | None = None, frame: str = "template") -> tuple[torch.Tensor, torch.Tensor]:
+    """φ0∘ψ: (warped [B, 1, D, H, W], ψ grid [B, D, H, W, 3] in template voxels).
 
     template [1, 1, D', H', W'] (or [B, ...]); matrix G [B, 4, 4] from output to template voxels;
-    displacement u [B, 3, D', H', W'] in template voxels on the template grid, or None.
+    displacement u [B, 3, ...] in voxels, or None. frame "template" (eq. 4.7): u on the template
+    grid, ψ = L∘G, ψ(p) = G(p) + u(G(p)). frame "image": u on the output grid, ψ = G∘L,
+    ψ(p) = G(p + u(p)).
     """
     shape = tuple(output_shape or template.shape[2:])
-    batch = matrix.shape[0]
     p = voxel_grid(shape, matrix.dtype, matrix.device)
-    q = torch.einsum("bij,dhwj->bdhwi", matrix[:, :3, :3], p) + matrix[:, None, None, None, :3, 3]
-    template_shape = template.shape[2:]
-    psi = q
-    if displacement is not None:
-        u = F.grid_sample(displacement.to(q.dtype), to_normalised(q, template_shape), mode="bilinear",
+    if displacement is not None and frame == "image":
+        p = p + displacement.to(matrix.dtype).permute(0, 2, 3, 4, 1)
+    psi = apply_affine(matrix, p)
+    if displacement is not None and frame == "template":
+        u = F.grid_sample(displacement.to(psi.dtype), to_normalised(psi, template.shape[2:]), mode="bilinear",
                           padding_mode="border", align_corners=transforms.ALIGN_CORNERS)
-        psi = q + u.permute(0, 2, 3, 4, 1)
-    source = template.to(psi.dtype).expand(batch, *template.shape[1:])
-    warped = F.grid_sample(source, to_normalised(psi, template_shape), mode="bilinear",
-                           padding_mode="zeros", align_corners=transforms.ALIGN_CORNERS)
-    return warped, psi
+        psi = psi + u.permute(0, 2, 3, 4, 1)
+    return pull(template, psi), psi
 
 
 def jacobian_determinant(grid: torch.Tensor) -> torch.Tensor:
@@ -319,13 +370,21 @@ class TemplateNet(nn.Module):
                               if config.geometric else None)
         coarse = tuple(n // 2 ** config.field_level for n in config.template_shape)
         self.local_branch = (LocalBranch(self.body.field_channels, config.template_shape, coarse, config.field_sigma,
-                                         config.integration_steps) if config.deformation else None)
+                                         config.integration_steps, self.field_net_width) if config.deformation else None)
         if template is None:
             template = torch.zeros(config.template_shape)
         template = torch.as_tensor(template, dtype=torch.float32)
         if tuple(template.shape) != config.template_shape:
             raise ValueError(f"template shape {tuple(template.shape)} differs from the configuration's {config.template_shape}")
         self.register_buffer("template", template.clone())
+
+    @property
+    def field_net_width(self) -> int | None:
+        return self.config.local_width if self.config.local_branch == "registration" else None
+
+    @property
+    def field_frame(self) -> str:
+        return "image" if self.config.local_branch == "registration" else "template"
 
     def deform(self, image: torch.Tensor) -> Deformation:
         if tuple(image.shape[2:]) != self.config.template_shape:
@@ -338,18 +397,35 @@ class TemplateNet(nn.Module):
             params = self.global_branch(bottleneck)
         else:
             params = torch.zeros(bottleneck.shape[0], transforms.N_PARAMETERS, device=bottleneck.device)
-        u = self.local_branch(features) if self.local_branch is not None else None
+        template = self.template[None, None]
         with torch.autocast(bottleneck.device.type, enabled=False):  # transforms and sampling in fp32
             g = transforms.matrix_from_parameters(params.float(), transforms.grid_centre(self.config.template_shape))
-            warped, grid = warp_template(self.template[None, None], g, u)
+        u = None
+        if self.local_branch is not None:
+            placed = None
+            if self.field_net_width is not None:  # the template where G put it, an input like an image
+                with torch.no_grad(), torch.autocast(bottleneck.device.type, enabled=False):
+                    placed = pull(template, apply_affine(g, self.local_branch.coarse_points()))
+            u = self.local_branch(features, placed)
+        with torch.autocast(bottleneck.device.type, enabled=False):
+            warped, grid = warp_template(template, g, u, frame=self.field_frame)
         return Deformation(warped, params, g, u, grid)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.deform(image).probabilities
 
     def loss(self, deformation: Deformation, target: torch.Tensor) -> torch.Tensor:
-        """Dice loss (eq. 4.10) + λ/2·mean |u|² (eq. 4.11)."""
+        """Dice loss (eq. 4.10) + λ/2·mean |u|² (eq. 4.11) [+ w·Dice loss of φ0∘G].
+
+        The last term (not in the thesis, `global_loss` = w) asks G alone to place the template:
+        with the Dice of the whole warp only, the field can do all the work and G stays near a
+        constant (Dice of φ0∘G 0.2–0.4 measured), leaving the field displacements of 10+ voxels.
+        """
         loss = unet.dice_loss(deformation.probabilities, target)
+        if self.config.global_loss > 0:
+            with torch.autocast(target.device.type, enabled=False):
+                placed, _ = warp_template(self.template[None, None], deformation.matrix, None)
+            loss = loss + self.config.global_loss * unet.dice_loss(placed, target)
         if deformation.displacement is not None and self.config.penalty > 0:
             loss = loss + 0.5 * self.config.penalty * deformation.displacement.pow(2).sum(1).mean()
         return loss

@@ -298,6 +298,10 @@ def train_from_args(args) -> int:
         raise SegTuneError("--init needs --downsample 1: the U-Net's body was trained on 4 mm cubes")
     if not 0.0 <= args.native_fraction <= 1.0:
         raise SegTuneError("--native-fraction must lie in [0, 1]")
+    if args.global_loss < 0 or (args.global_loss > 0 and args.no_geometric):
+        raise SegTuneError("--global-loss must be >= 0 and needs the geometric branch (no --no-geometric)")
+    if args.local_width < 1:
+        raise SegTuneError("--local-width must be >= 1")
     if args.no_geometric and args.no_deformation:
         raise SegTuneError("--no-geometric and --no-deformation leave nothing to predict")
     if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0:
@@ -327,6 +331,8 @@ def train_from_args(args) -> int:
         config = TemplateConfig(width=width, levels=levels, dropout=dropout,
                                 geometric=not args.no_geometric, deformation=not args.no_deformation,
                                 field_level=args.field_level, penalty=args.penalty, global_pooling=args.global_pooling,
+                                local_branch=args.local_branch, local_width=args.local_width,
+                                global_loss=args.global_loss,
                                 template_shape=tuple(int(n) for n in size), template_kind=kind)
     except ValueError as exc:
         raise SegTuneError(str(exc)) from None

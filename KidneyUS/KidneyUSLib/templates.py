@@ -29,6 +29,8 @@ KINDS = ("mask", "mean")
 DEFAULT_PENALTY = 0.01
 DEFAULT_FIELD_LEVEL = 1
 GLOBAL_POOLING = ("average", "attention")  # the first is the default (the thesis)
+LOCAL_BRANCHES = ("thesis", "registration")  # the first is the default
+DEFAULT_LOCAL_WIDTH = 16
 
 
 def add_template_arguments(parser) -> None:
@@ -46,6 +48,13 @@ def add_template_arguments(parser) -> None:
     group.add_argument("--global-pooling", choices=GLOBAL_POOLING, default=GLOBAL_POOLING[0],
                        help="pooling of the 9 parameter maps: average (the thesis) or attention "
                             "(softmax-weighted, starts as average)")
+    group.add_argument("--local-branch", choices=LOCAL_BRANCHES, default=LOCAL_BRANCHES[0],
+                       help="thesis: one 3x3x3 convolution on the features, ψ = L∘G; registration: a two-level "
+                            "net on the features and the template as G placed it, ψ = G∘L")
+    group.add_argument("--local-width", type=int, default=DEFAULT_LOCAL_WIDTH,
+                       help="channels of the registration local branch")
+    group.add_argument("--global-loss", type=float, default=0.0,
+                       help="weight of a second Dice loss on the template moved by G alone (0: the thesis' loss)")
     group.add_argument("--freeze-body", action="store_true",
                        help="with --init: keep the U-Net body as trained, train only the global and local branches")
     group.add_argument("--feature-copies", type=int, default=3,

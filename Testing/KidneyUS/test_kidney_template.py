@@ -77,12 +77,16 @@ def test_identity_parameters_and_zero_field_return_the_template(kidney):
     warped, grid = tn.warp_template(template.double()[None, None], identity, zero)
     assert torch.equal(grid, tn.voxel_grid(SHAPE, torch.float64)[None])
     assert torch.allclose(warped[0, 0], template.double(), atol=1e-12, rtol=0)
-    # a fresh network (zero-initialised heads) is the identity, in float32
-    net = tn.TemplateNet(tn.TemplateConfig(width=2, template_shape=SHAPE, global_width=4), template).eval()
-    with torch.inference_mode():
-        d = net.deform(torch.randn(2, 1, *SHAPE))
-    assert torch.count_nonzero(d.parameters) == 0 and torch.count_nonzero(d.displacement) == 0
-    assert (d.probabilities - template).abs().max() < 1e-5
+    grid = tn.warp_template(template.double()[None, None], identity, zero, frame="image")[1]
+    assert torch.equal(grid, tn.voxel_grid(SHAPE, torch.float64)[None])
+    # a fresh network (zero-initialised heads) is the identity, in float32, with either local branch
+    for branch in templates.LOCAL_BRANCHES:
+        config = tn.TemplateConfig(width=2, template_shape=SHAPE, global_width=4, local_branch=branch, local_width=4)
+        net = tn.TemplateNet(config, template).eval()
+        with torch.inference_mode():
+            d = net.deform(torch.randn(2, 1, *SHAPE))
+        assert torch.count_nonzero(d.parameters) == 0 and torch.count_nonzero(d.displacement) == 0
+        assert (d.probabilities - template).abs().max() < 1e-5
 
 
 # --- G on a phantom ------------------------------------------------------------------------------
@@ -122,6 +126,83 @@ def test_known_transform_of_a_phantom_is_recovered_by_g(kidney):
     assert np.abs(found[6:] - TRUE_PARAMS[6:]).max() < 0.02     # log scales
 
 
+def test_image_frame_warp_is_g_after_the_displacement(kidney):
+    """frame "image": ψ(p) = G(p + u(p)), u on the output grid — recomputed in numpy, and the
+    template sampled at ψ by scipy's map_coordinates (not grid_sample)."""
+    template = templates.mask_template(kidney)
+    g = numpy_g(TRUE_PARAMS, transforms.grid_centre(SHAPE))
+    rng = np.random.default_rng(3)
+    u = ndimage.gaussian_filter(rng.normal(0, 6, (3, *SHAPE)), (0, 3, 3, 3))  # smooth, a few voxels
+    warped, psi = tn.warp_template(torch.from_numpy(template).double()[None, None], torch.from_numpy(g)[None],
+                                   torch.from_numpy(u)[None], frame="image")
+    z, y, x = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in SHAPE], indexing="ij")
+    moved = np.stack([x, y, z]) + u                                # p + u(p), (x, y, z) first
+    expected = np.einsum("ij,jdhw->idhw", g[:3, :3], moved) + g[:3, 3, None, None, None]
+    np.testing.assert_allclose(psi[0].permute(3, 0, 1, 2).numpy(), expected, atol=1e-10)
+    sampled = ndimage.map_coordinates(template, expected[::-1], order=1, mode="grid-constant", cval=0.0)
+    np.testing.assert_allclose(warped[0, 0].numpy(), sampled, atol=1e-6)
+    # a constant u is a translation before G: the same as pulling through G·T(u)
+    shift = np.eye(4)
+    shift[:3, 3] = (1.5, -2.0, 0.5)
+    constant = torch.tensor(shift[:3, 3]).view(1, 3, 1, 1, 1).expand(1, 3, *SHAPE)
+    warped, _ = tn.warp_template(torch.from_numpy(template).double()[None, None], torch.from_numpy(g)[None],
+                                 constant, frame="image")
+    assert np.abs(warped[0, 0].numpy() - numpy_pull(template, g @ shift)).max() < 1e-6
+
+
+def test_registration_branch_sees_the_template_where_g_placed_it(kidney):
+    """The FieldNet's second input is φ0∘G on the coarse grid (coarse voxel c at full voxel c·ratio),
+    checked against scipy; it changes with G, which the thesis' single convolution cannot see."""
+    template = torch.from_numpy(templates.mask_template(kidney))
+    config = tn.TemplateConfig(width=2, template_shape=SHAPE, global_width=4, local_branch="registration", local_width=4)
+    net = tn.TemplateNet(config, template).eval()
+    torch.nn.init.normal_(net.global_branch.parameters_conv.bias, std=0.3)  # some G, whatever the image
+    seen = []
+    net.local_branch.field_conv.register_forward_hook(lambda module, inputs, output: seen.append(inputs[1]))
+    with torch.inference_mode():
+        d = net.deform(torch.randn(1, 1, *SHAPE))
+    g = d.matrix[0].double().numpy()
+    coarse = [n // 2 for n in SHAPE]
+    ratio = (SHAPE[0] - 1) / (coarse[0] - 1)
+    z, y, x = np.meshgrid(*[np.arange(n, dtype=np.float64) * ratio for n in coarse], indexing="ij")
+    points = np.einsum("ij,jdhw->idhw", g[:3, :3], np.stack([x, y, z])) + g[:3, 3, None, None, None]
+    expected = ndimage.map_coordinates(template.double().numpy(), points[::-1], order=1, mode="grid-constant", cval=0.0)
+    assert seen[0].shape == (1, 1, *coarse)
+    assert np.abs(d.parameters.numpy()).max() > 0.05
+    np.testing.assert_allclose(seen[0][0, 0].numpy(), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="local branch"):
+        tn.TemplateConfig(local_branch="voxelmorph")
+
+
+def test_loss_adds_the_dice_of_the_template_moved_by_g_alone(phantoms, kidney):
+    """global_loss w: Dice loss of the whole warp + λ/2·mean|u|² + w·Dice loss of φ0∘G, the last
+    recomputed with scipy's resampling and a numpy soft Dice."""
+    template = templates.mask_template(kidney)
+    config = tn.TemplateConfig(width=2, template_shape=SHAPE, global_width=4, local_branch="registration",
+                               local_width=4, global_loss=0.7, penalty=0.05)
+    net = tn.TemplateNet(config, torch.from_numpy(template)).eval()
+    torch.manual_seed(1)
+    torch.nn.init.normal_(net.global_branch.parameters_conv.bias, std=0.2)
+    torch.nn.init.normal_(net.local_branch.field_conv.out.bias, std=0.5)
+    target = torch.from_numpy(phantoms[0].labels[1]).float()[None, None]
+    with torch.no_grad():
+        d = net.deform(torch.from_numpy(phantoms[0].images[1])[None, None])
+        loss = float(net.loss(d, target))
+
+    def soft_dice_loss(p, y):
+        return 1 - (2 * (p * y).sum() + 1e-6) / (p.sum() + y.sum() + 1e-6)
+
+    y = target[0, 0].numpy().astype(np.float64)
+    placed = numpy_pull(template.astype(np.float64), d.matrix[0].double().numpy())
+    u = d.displacement.double().numpy()
+    assert np.abs(u).max() > 0.1
+    expected = (soft_dice_loss(d.probabilities[0, 0].double().numpy(), y) + 0.5 * 0.05 * (u ** 2).sum(1).mean()
+                + 0.7 * soft_dice_loss(placed, y))
+    assert loss == pytest.approx(expected, abs=1e-4)
+    with pytest.raises(ValueError, match="global loss"):
+        tn.TemplateConfig(geometric=False, global_loss=1.0)
+
+
 def test_warp_is_differentiable_gradcheck():
     torch.manual_seed(0)
     shape = (4, 5, 6)
@@ -131,10 +212,11 @@ def test_warp_is_differentiable_gradcheck():
                           requires_grad=True)
     field = (0.13 * torch.randn(1, 3, *shape, dtype=torch.float64)).requires_grad_(True)
 
-    def warp(p, u):
-        return tn.warp_template(template, transforms.matrix_from_parameters(p, centre), u)[0]
+    for frame in ("template", "image"):
+        def warp(p, u):
+            return tn.warp_template(template, transforms.matrix_from_parameters(p, centre), u, frame=frame)[0]
 
-    assert torch.autograd.gradcheck(warp, (params, field), eps=1e-6, atol=1e-5)
+        assert torch.autograd.gradcheck(warp, (params, field), eps=1e-6, atol=1e-5)
 
 
 def test_local_branch_is_the_mean_filter_upsampling_and_gaussian_in_sequence():
@@ -348,13 +430,22 @@ def test_train_command_options_train_a_template_model(tmp_path, capsys):
     out = tmp_path / "model"
     args = parser.parse_args(["--adults", "2", "--children", "1", "--test-adults", "1", "--test-children", "1",
                               "--epochs", "1", "--width", "2", "--downsample", "2", "--output", str(out), "--json",
-                              "--progress", "quiet", "--template", "mean"])
+                              "--progress", "quiet", "--template", "mean", "--local-branch", "registration",
+                              "--local-width", "4", "--global-loss", "0.5"])
     args.method = "template"
     assert train_from_args(args) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["method"] == "template" and 0 <= result["metrics"]["dice_adults"] <= 1
     meta = json.loads((out / "model.json").read_text())
     assert meta["architecture"]["template_shape"] == [40, 40, 40] and meta["architecture"]["template_kind"] == "mean"
+    assert meta["architecture"]["local_branch"] == "registration" and meta["architecture"]["local_width"] == 4
+    assert meta["architecture"]["global_loss"] == 0.5
+    segmenter = tn.load_template_segmenter(out, "cpu", bf16=False, channels_last=False)
+    assert isinstance(segmenter.network.local_branch.field_conv, tn.FieldNet)
+    trained = segmenter.network.local_branch.field_conv.out.weight
+    assert trained.abs().max() > 0  # the field's last convolution left zero: it trained
+    _, info = segmenter(np.zeros((40, 40, 40), np.float32))
+    assert info["components"] == 1 and info["folded_fraction"] == 0.0
 
 
 def test_body_from_a_unet_computes_the_unets_own_features():
@@ -449,6 +540,8 @@ def test_cli_refuses_bad_input(tmp_path):
     assert frozen.returncode == 2 and "--init" in frozen.stderr and not (tmp_path / "f").exists()
     coarse = run_module("--adults", "2", "--init", "unet-default", "--downsample", "2", "--output", str(tmp_path / "d"))
     assert coarse.returncode == 2 and "--downsample 1" in coarse.stderr and not (tmp_path / "d").exists()
+    lazy = run_module("--adults", "2", "--no-geometric", "--global-loss", "1", "--output", str(tmp_path / "g"))
+    assert lazy.returncode == 2 and "--global-loss" in lazy.stderr and not (tmp_path / "g").exists()
     foreign = run_module("--adults", "2", "--init", "v999", "--output", str(tmp_path / "v"))
     assert foreign.returncode != 0 and "v999" in foreign.stderr and not (tmp_path / "v").exists()
 
@@ -481,6 +574,13 @@ def test_command_line_defaults_are_the_configuration_defaults():
     assert templates.DEFAULT_PENALTY == tn.TemplateConfig.penalty
     assert templates.DEFAULT_FIELD_LEVEL == tn.TemplateConfig.field_level
     assert templates.GLOBAL_POOLING[0] == tn.TemplateConfig.global_pooling
+    assert templates.LOCAL_BRANCHES[0] == tn.TemplateConfig.local_branch
+    assert templates.DEFAULT_LOCAL_WIDTH == tn.TemplateConfig.local_width
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    templates.add_template_arguments(parser)
+    assert parser.parse_args([]).global_loss == tn.TemplateConfig.global_loss
 
 
 def test_attention_pooling_starts_as_average_pooling_and_is_a_softmax_weighted_vote():
@@ -511,12 +611,14 @@ def test_attention_pooling_starts_as_average_pooling_and_is_a_softmax_weighted_v
         tn.TemplateConfig(global_pooling="max")
 
 
-def test_models_without_a_pooling_entry_load_with_the_thesis_average_pooling():
+def test_models_without_pooling_or_local_branch_entries_load_as_the_thesis():
     architecture = tn.TemplateConfig(template_shape=(16, 16, 16)).to_dict()
-    del architecture["global_pooling"]
+    for key in ("global_pooling", "local_branch", "local_width"):
+        del architecture[key]
     assert tn.TemplateConfig.from_dict(architecture).global_pooling == "average"
     network = tn.TemplateNet(tn.TemplateConfig.from_dict(architecture))
     assert network.global_branch.attention_conv is None
+    assert isinstance(network.local_branch.field_conv, torch.nn.Conv3d) and network.field_frame == "template"
 
 
 def test_segment_command_with_a_template_model_reports_folding(tmp_path):
