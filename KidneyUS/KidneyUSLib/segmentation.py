@@ -49,12 +49,28 @@ def validate_volume(volume: Volume, name: str = "input") -> None:
 
 
 def resolve_model(name: str | None = None, method: str | None = None, store=None):
-    """The model store entry to use; refuses models of another task or another method."""
-    from SegTuneCore.models import ModelStore
+    """The model store entry to use; refuses models of another task or another method.
+
+    Without a name, a method picks the default of its own architecture: the active model if it is
+    one, else the newest installed one, else a bundled one — so `--method template` finds the
+    template model while the U-Net stays the active default.
+    """
+    from SegTuneCore.models import ModelStore, verify_model
 
     if method is not None and method not in METHOD_ARCHITECTURES:
         raise SegTuneError(f"unknown method {method!r} (use {' or '.join(METHOD_ARCHITECTURES)})")
-    entry = (store or ModelStore()).resolve(TASK, name)
+    store = store or ModelStore()
+    if name is None and method is not None:
+        matching = [e for e in store.list(TASK) if e.meta["architecture"]["name"] == METHOD_ARCHITECTURES[method]]
+        installed = [e for e in matching if not e.bundled]
+        entry = (next((e for e in matching if e.active), None) or (installed[-1] if installed else None)
+                 or next(iter(matching), None))
+        if entry is None:
+            raise SegTuneError(f"no {method} model installed or bundled for {TASK}: train one "
+                               f"(train --method {method}) and install it, or choose one with --model")
+        verify_model(entry.path, task=TASK)
+    else:
+        entry = store.resolve(TASK, name)
     if entry.meta.get("task") != TASK:
         raise SegTuneError(f"{entry.path}: a model for task {entry.meta.get('task')!r}, expected {TASK!r}")
     architecture = entry.meta["architecture"]["name"]

@@ -395,6 +395,24 @@ def test_train_save_load_round_trip_through_the_model_store(phantoms, kidney, tm
     assert big.shape == (80, 80, 80) and dice(big[::2, ::2, ::2] >= 0.5, probability >= 0.5) > 0.95
     with pytest.raises(SegTuneError):
         segmenter(cube[:30])
+    # --method picks the default of its own architecture: the U-Net stays the default, the template
+    # model is found for `--method template`, and activating it makes it the default
+    from pathlib import Path
+
+    from KidneyUSLib.segmentation import resolve_model
+
+    bundled = Path(tn.__file__).resolve().parent.parent / "Resources" / "Models"
+    both = ModelStore(root=tmp_path / "both", bundled_dirs=[bundled])
+    with pytest.raises(SegTuneError, match="no template model installed or bundled"):
+        resolve_model(None, "template", both)
+    installed = both.install(tmp_path / "model")
+    assert resolve_model(None, None, both).version == resolve_model(None, "unet", both).version == "unet-default"
+    assert resolve_model(None, "template", both).path == installed.path
+    both.activate("KidneyUS.segmentation", installed.version)
+    assert resolve_model(None, None, both).path == installed.path
+    assert resolve_model(None, "unet", both).version == "unet-default"
+    with pytest.raises(SegTuneError, match="not a 'template' one"):
+        resolve_model("unet-default", "template", both)
     # a U-Net model is refused by the template loader; a tampered one by the store
     weights = tmp_path / "model" / "weights.safetensors"
     weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
