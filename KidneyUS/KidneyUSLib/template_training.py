@@ -13,6 +13,7 @@ parser gets the options of `templates.add_template_arguments`) and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -25,7 +26,7 @@ import torch
 from SegTuneCore.errors import SegTuneError
 
 from . import templates, training, transforms, unet
-from .template_net import TemplateConfig, TemplateNet, folded_fraction
+from .template_net import ARCHITECTURE, TemplateConfig, TemplateNet, folded_fraction
 
 # Table 4.1 (normal distributions). Noise: 5 grey levels of 255 in our normalised intensities;
 # translation: 3 voxels of the 4 mm cube (12 mm), whatever the training resolution.
@@ -209,9 +210,10 @@ def build_network(config: TemplateConfig, train_sets: Sequence[training.CubeSet]
 
 @dataclass
 class BodyInit:
-    """Start the template body from a trained plain U-Net (`train --method template --init`)."""
+    """Start from a trained plain U-Net's body, or from a whole template model (`--init`)."""
     tensors: dict
     freeze: bool = False  # train only the global and local branches
+    whole: bool = False   # the tensors are a TemplateNet's (template included), not a U-Net's
 
 
 def train_template(train_sets: Sequence[training.CubeSet], config: TemplateConfig, settings: TemplateTrainSettings,
@@ -220,9 +222,14 @@ def train_template(train_sets: Sequence[training.CubeSet], config: TemplateConfi
                    voxel_mm: float = 4.0, on_epoch=None, extra_meta: dict | None = None,
                    body_init: BodyInit | None = None) -> tuple[TemplateNet, dict]:
     """Build the template, train, evaluate on test_sets, save to `output` (model store format)."""
-    network = build_network(config, train_sets, excluded_label)
+    if body_init is not None and body_init.whole:
+        network = TemplateNet(config)
+        network.load_state_dict(body_init.tensors, strict=True)
+    else:
+        network = build_network(config, train_sets, excluded_label)
     if body_init is not None:
-        network.load_body_from_unet(body_init.tensors)
+        if not body_init.whole:
+            network.load_body_from_unet(body_init.tensors)
         network.body.requires_grad_(not body_init.freeze)
     history = train_model(network, train_sets, settings, device, voxel_mm, on_epoch)
     metrics = {"seconds_per_epoch": float(np.mean(history.epoch_seconds))}
@@ -265,16 +272,20 @@ def excluded_template_label(spec: str, sets: training.CubeSet) -> tuple[np.ndarr
     return sets.labels[0], sets.subset(range(1, len(sets)))
 
 
-def unet_body_init(name: str, freeze: bool) -> tuple[BodyInit, dict, dict]:
-    """(body initialisation, the U-Net's architecture, model.json provenance) for `--init`."""
+def model_init(name: str, freeze: bool) -> tuple[BodyInit, dict, dict]:
+    """(initialisation, the model's architecture, model.json provenance) for `--init`: a plain
+    U-Net gives the body; a template model gives every weight and the template (continue training)."""
     from SegTuneCore.models import load_model
 
     from .inference import TASK
     from .train_cli import resolve_base
 
     entry = resolve_base(name)
-    tensors, meta = load_model(entry.path, task=TASK, architecture=unet.ARCHITECTURE)
-    return BodyInit(tensors, freeze), meta["architecture"], {
+    architecture = entry.meta["architecture"]["name"]
+    if architecture not in (unet.ARCHITECTURE, ARCHITECTURE):
+        raise SegTuneError(f"{entry.path}: --init must be a plain U-Net or a template model, not {architecture}")
+    tensors, meta = load_model(entry.path, task=TASK, architecture=architecture)
+    return BodyInit(tensors, freeze, whole=architecture == ARCHITECTURE), meta["architecture"], {
         "initial_model": {"path": str(entry.path), "sha256": meta["sha256"], "body_frozen": freeze}}
 
 
@@ -308,10 +319,13 @@ def train_from_args(args) -> int:
         raise SegTuneError("--epochs and --batch-size must be >= 1 and --lr > 0")
     device = select_device(args.device)
     reporter = ProgressReporter(args.progress)
-    body_init, width, levels, dropout, extra = None, args.width, args.levels, args.dropout, {}
+    body_init, width, levels, dropout, extra, resumed = None, args.width, args.levels, args.dropout, {}, None
     if args.init:  # before any data is made: a wrong model fails fast
-        body_init, architecture, extra = unet_body_init(args.init, args.freeze_body)
+        body_init, architecture, extra = model_init(args.init, args.freeze_body)
         width, levels, dropout = architecture["width"], architecture["levels"], architecture.get("dropout", dropout)
+        if body_init.whole:  # its architecture and template; the loss weights are this run's
+            resumed = dataclasses.replace(TemplateConfig.from_dict(architecture), penalty=args.penalty,
+                                          global_loss=args.global_loss)
     factor = args.downsample
     reporter.log("preparing data")
     adults, adults_test = load_sets(args.adults, "adult", args)
@@ -327,8 +341,10 @@ def train_from_args(args) -> int:
     if excluded is not None:
         excluded = downsample_label(excluded, factor)
     size = train_sets[0].images.shape[1:]
+    if resumed is not None and tuple(size) != resumed.template_shape:
+        raise SegTuneError(f"--init {args.init}: the model takes {resumed.template_shape} cubes, the data is {tuple(size)}")
     try:
-        config = TemplateConfig(width=width, levels=levels, dropout=dropout,
+        config = resumed or TemplateConfig(width=width, levels=levels, dropout=dropout,
                                 geometric=not args.no_geometric, deformation=not args.no_deformation,
                                 field_level=args.field_level, penalty=args.penalty, global_pooling=args.global_pooling,
                                 local_branch=args.local_branch, local_width=args.local_width,

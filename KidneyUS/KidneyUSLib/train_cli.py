@@ -38,7 +38,8 @@ def configure(parser) -> None:
     parser.add_argument("--output", required=True, metavar="MODEL_DIR", help="model folder to write (weights.safetensors + model.json)")
     parser.add_argument("--base", metavar="MODEL", help="finetune/transfer: the adult model (folder, or a version/name in the model store)")
     parser.add_argument("--init", metavar="MODEL", help="unet: start from this model's weights and architecture (continue training); "
-                             "template: start the body from this plain U-Net (its width and levels)")
+                             "template: start the body from this plain U-Net (its width and levels), or continue "
+                             "training this template model")
     parser.add_argument("--layers", default="all", help="finetune: all, first:N or last:N convolution layers (§3.3.3)")
     parser.add_argument("--transfer-layers", default="geometric,intensity",
                         help="transfer: comma list of geometric, intensity, fixed (default geometric,intensity)")

@@ -466,6 +466,41 @@ def test_train_command_options_train_a_template_model(tmp_path, capsys):
     assert info["components"] == 1 and info["folded_fraction"] == 0.0
 
 
+def test_init_with_a_template_model_continues_training_it(tmp_path, capsys):
+    """`--init TEMPLATE_MODEL`: the same architecture and template, its weights as the start, the
+    loss weights of the new run; a model of another size is refused before training."""
+    import argparse
+
+    from KidneyUSLib import train_cli
+    from KidneyUSLib.template_training import train_from_args
+    from SegTuneCore.errors import SegTuneError
+    from SegTuneCore.models import load_model
+
+    parser = argparse.ArgumentParser()
+    train_cli.configure(parser)
+    common = ["--adults", "2", "--children", "1", "--epochs", "1", "--progress", "quiet", "--json"]
+
+    def train(*extra):
+        args = parser.parse_args([*common, *extra])
+        args.method = "template"
+        return train_from_args(args)
+
+    first, second, small = tmp_path / "first", tmp_path / "second", tmp_path / "small"
+    assert train("--width", "2", "--local-branch", "registration", "--local-width", "4", "--output", str(first)) == 0
+    assert train("--width", "2", "--downsample", "2", "--output", str(small)) == 0
+    with pytest.raises(SegTuneError, match=r"takes \(40, 40, 40\) cubes"):
+        train("--init", str(small), "--output", str(second))
+    assert not second.exists()
+    assert train("--init", str(first), "--global-loss", "0.3", "--output", str(second)) == 0
+    capsys.readouterr()
+    before, meta_before = load_model(first)
+    after, meta_after = load_model(second)
+    assert meta_after["initial_model"]["sha256"] == meta_before["sha256"]
+    assert meta_after["architecture"] == {**meta_before["architecture"], "global_loss": 0.3}
+    assert torch.equal(after["template"], before["template"])
+    assert any(not torch.equal(after[k], before[k]) for k in before if k.startswith("local_branch"))
+
+
 def test_body_from_a_unet_computes_the_unets_own_features():
     """load_body_from_unet: the body's bottleneck is what the U-Net's encoder computes (captured by
     the U-Net's own bottleneck hook), and a U-Net of another width is refused."""
