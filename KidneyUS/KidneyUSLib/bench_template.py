@@ -23,8 +23,10 @@ TARGET_RATIO = 1.5  # issue 7: no worse than 1.5x the U-Net per volume
 
 
 def configure(parser) -> None:
-    parser.add_argument("--template", default=None, metavar="MODEL", help="template model folder (default: untrained)")
-    parser.add_argument("--unet", default=None, metavar="MODEL", help="U-Net model folder (default: untrained)")
+    parser.add_argument("--template", default=None, metavar="MODEL",
+                        help="template model: folder, installed version or bundled name (default: untrained)")
+    parser.add_argument("--unet", default=None, metavar="MODEL",
+                        help="U-Net model: folder, installed version or bundled name (default: untrained)")
     parser.add_argument("--width", type=int, default=16, help="width of the untrained networks")
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--repeats", type=int, default=5)
@@ -39,8 +41,10 @@ def _networks(args, device):
     from .template_net import TemplateConfig, TemplateNet, TemplateSegmenter, load_template_segmenter
     from .templates import mask_template
 
+    from .segmentation import resolve_model
+
     if args.template:
-        template = load_template_segmenter(args.template, device)
+        template = load_template_segmenter(resolve_model(args.template, "template"), device)
         template_net, template_meta = template.network, template.meta
     else:
         from .phantom import generate_training_pair
@@ -49,7 +53,7 @@ def _networks(args, device):
         template_net = TemplateNet(TemplateConfig(width=args.width), torch.from_numpy(mask_template(label)))
         template_meta = {"architecture": template_net.architecture()}
     if args.unet:
-        unet_net, unet_meta = inference.load_network(args.unet, device)
+        unet_net, unet_meta = inference.load_network(resolve_model(args.unet, "unet"), device)
     else:
         unet_net = unet.UNet3D(unet.UNetConfig(width=args.width))
         unet_meta = {"architecture": unet_net.config.to_dict()}
