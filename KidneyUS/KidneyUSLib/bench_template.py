@@ -38,10 +38,9 @@ def _networks(args, device):
     import torch
 
     from . import inference, unet
+    from .segmentation import resolve_model
     from .template_net import TemplateConfig, TemplateNet, TemplateSegmenter, load_template_segmenter
     from .templates import mask_template
-
-    from .segmentation import resolve_model
 
     if args.template:
         template = load_template_segmenter(resolve_model(args.template, "template"), device)
