@@ -699,3 +699,21 @@ def test_segment_command_with_a_template_model_reports_folding(tmp_path):
                               str(tmp_path / "u.seg.nrrd"), "--method", "unet", "--model", str(model)],
                              capture_output=True, text=True, timeout=300)
     assert refused.returncode != 0 and not (tmp_path / "u.seg.nrrd").exists()
+
+
+def test_bench_template_times_both_segmenters_and_reports_their_ratio():
+    """`bench-template --unet unet-default` (a bundled name, resolved by the store): one row per
+    precision, the ratio is the template's median over the U-Net's, and the verdict follows it."""
+    result = subprocess.run([sys.executable, "-m", "KidneyUSLib", "bench-template", "--unet", "unet-default",
+                             "--width", "2", "--repeats", "1", "--size", "0", "--json"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["unet_model"] == "unet-default" and report["rows"]
+    for row in report["rows"]:
+        assert row["unet_s"] > 0 and row["template_s"] > 0
+        assert row["ratio"] == pytest.approx(row["template_s"] / row["unet_s"])
+    assert report["meets_target"] == all(row["ratio"] <= report["target_ratio"] for row in report["rows"])
+    refused = subprocess.run([sys.executable, "-m", "KidneyUSLib", "bench-template", "--template", "unet-default"],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "not a 'template' one" in refused.stderr
