@@ -14,6 +14,10 @@ every voxel p of the output cube, with
   `local_branch="registration"` (not in the thesis) predicts v instead with a small two-level
   convolution net from the features *and the template as G placed it*, and lets L act on the
   image grid where those features are: ψ = G∘L, ψ(p) = G(p + u(p)) (Mory et al. 2012's order).
+  `segmentation_loss` > 0 (not in the thesis) adds a coarse kidney head on the field-level
+  features, trained by its own Dice loss, whose probability is one more input of that net: the
+  fixed image of the registration, where the features alone leave it to the warp's sparse
+  gradient to learn where the kidney's boundary lies.
 Both heads start at zero, so a fresh network returns the template itself.
 
 The loss is Dice + λ/2·mean|u|² (eq. 4.10 plus the L2 penalty of eq. 4.11). `jacobian_determinant`
@@ -61,6 +65,7 @@ class TemplateConfig:
     local_branch: str = "thesis"  # "thesis": one conv, ψ = L∘G; "registration": FieldNet, ψ = G∘L
     local_width: int = DEFAULT_LOCAL_WIDTH  # channels of the registration branch's FieldNet
     global_loss: float = 0.0      # weight of the Dice of φ0∘G alone (0: the thesis' loss only)
+    segmentation_loss: float = 0.0  # weight of the coarse kidney head's Dice (> 0: the head feeds the FieldNet)
 
     def __post_init__(self):
         if not (self.geometric or self.deformation):
@@ -71,6 +76,10 @@ class TemplateConfig:
             raise ValueError(f"unknown global pooling {self.global_pooling!r} (use {' or '.join(GLOBAL_POOLING)})")
         if self.global_loss < 0 or (self.global_loss > 0 and not self.geometric):
             raise ValueError(f"global loss weight {self.global_loss} needs the geometric branch and must be >= 0")
+        if self.segmentation_loss < 0 or (self.segmentation_loss > 0 and not (
+                self.deformation and self.local_branch == "registration")):
+            raise ValueError(f"segmentation loss weight {self.segmentation_loss} needs the registration local "
+                             "branch and must be >= 0")
         if self.local_branch not in LOCAL_BRANCHES or self.local_width < 1:
             raise ValueError(f"unknown local branch {self.local_branch!r} or width {self.local_width} "
                              f"(use {' or '.join(LOCAL_BRANCHES)}, width >= 1)")
@@ -102,6 +111,7 @@ class Deformation:
     matrix: torch.Tensor                 # [B, 4, 4] G, output voxel -> template voxel
     displacement: torch.Tensor | None    # [B, 3, D, H, W] u in voxels (x, y, z) of its frame, None without L
     grid: torch.Tensor                   # [B, D, H, W, 3] ψ(p) in template voxels (x, y, z)
+    segmentation: torch.Tensor | None = None  # [B, 1, d, h, w] the coarse kidney head's probability
 
 
 class UNetBody(nn.Module):
@@ -237,7 +247,8 @@ def integrate_velocity(velocity: torch.Tensor, steps: int) -> torch.Tensor:
 
 
 class FieldNet(nn.Module):
-    """Features and the template as G placed it, both on the coarse grid -> v (3 channels).
+    """Features and `maps` one-channel maps (the template as G placed it [, the coarse kidney
+    probability]), all on the coarse grid -> v (3 channels).
 
     The thesis' single convolution sees only the image's features, so it cannot know where the
     template's boundary lies: the displacement it must predict depends on G, which changes from
@@ -245,18 +256,25 @@ class FieldNet(nn.Module):
     sees its moving and fixed images. Its last convolution starts at zero (L = Id).
     """
 
-    def __init__(self, in_channels: int, width: int):
+    def __init__(self, in_channels: int, width: int, maps: int = 1):
         super().__init__()
         self.reduce = nn.Conv3d(in_channels, width, 1)  # the body's many channels, cheaply
-        self.encoder = nn.Sequential(ConvBlock(width + 1, width), ConvBlock(width, width))
+        self.encoder = nn.Sequential(ConvBlock(width + maps, width), ConvBlock(width, width))
         self.lower = nn.Sequential(ConvBlock(width, 2 * width), ConvBlock(2 * width, 2 * width))
         self.decoder = ConvBlock(3 * width, width)
         self.out = _zero_conv(width, 3, 3)
 
-    def forward(self, features: torch.Tensor, placed: torch.Tensor) -> torch.Tensor:
-        x = self.encoder(torch.cat([self.reduce(features), placed.to(features.dtype)], dim=1))
+    def forward(self, features: torch.Tensor, *maps: torch.Tensor) -> torch.Tensor:
+        x = self.encoder(torch.cat([self.reduce(features), *(m.to(features.dtype) for m in maps)], dim=1))
         lower = F.interpolate(self.lower(F.max_pool3d(x, 2)), size=x.shape[2:], mode="nearest")
         return self.out(self.decoder(torch.cat([x, lower], dim=1)))
+
+
+class CoarseSegmentationHead(nn.Sequential):
+    """Field-level features -> kidney logits on the coarse grid (a 3x3x3 block, then 1x1x1)."""
+
+    def __init__(self, in_channels: int, width: int):
+        super().__init__(ConvBlock(in_channels, width), nn.Conv3d(width, 1, 1))
 
 
 class LocalBranch(nn.Module):
@@ -270,9 +288,9 @@ class LocalBranch(nn.Module):
     """
 
     def __init__(self, in_channels: int, shape: Sequence[int], coarse_shape: Sequence[int], sigma: float,
-                 steps: int = 0, width: int | None = None):
+                 steps: int = 0, width: int | None = None, maps: int = 1):
         super().__init__()
-        self.field_conv = _zero_conv(in_channels, 3, 3) if width is None else FieldNet(in_channels, width)
+        self.field_conv = _zero_conv(in_channels, 3, 3) if width is None else FieldNet(in_channels, width, maps)
         self.steps = steps
         self.coarse_shape = tuple(coarse_shape)
         for axis, (n, c) in enumerate(zip(shape, coarse_shape)):
@@ -287,8 +305,9 @@ class LocalBranch(nn.Module):
         """[d, h, w, 3] the coarse grid's voxels in voxels (x, y, z) of the full grid."""
         return voxel_grid(self.coarse_shape, self.ratio.dtype, self.ratio.device) * self.ratio.view(3)
 
-    def forward(self, features: torch.Tensor, placed: torch.Tensor | None = None) -> torch.Tensor:
-        v = self.field_conv(features) if placed is None else self.field_conv(features, placed)
+    def forward(self, features: torch.Tensor, *maps: torch.Tensor) -> torch.Tensor:
+        """features, then the FieldNet's one-channel maps (none for the thesis' convolution)."""
+        v = self.field_conv(features, *maps)
         with torch.autocast(v.device.type, enabled=False):  # the field is always fp32
             v = FIELD_SCALE * apply_separable(v.float(), (self.mean_0, self.mean_1, self.mean_2))
             if self.steps:
@@ -369,8 +388,12 @@ class TemplateNet(nn.Module):
         self.global_branch = (GlobalBranch(self.body.bottleneck_channels, config.global_width, config.global_pooling)
                               if config.geometric else None)
         coarse = tuple(n // 2 ** config.field_level for n in config.template_shape)
+        with_head = config.segmentation_loss > 0
         self.local_branch = (LocalBranch(self.body.field_channels, config.template_shape, coarse, config.field_sigma,
-                                         config.integration_steps, self.field_net_width) if config.deformation else None)
+                                         config.integration_steps, self.field_net_width, maps=1 + with_head)
+                             if config.deformation else None)
+        self.segmentation_head = (CoarseSegmentationHead(self.body.field_channels, config.local_width)
+                                  if with_head else None)
         if template is None:
             template = torch.zeros(config.template_shape)
         template = torch.as_tensor(template, dtype=torch.float32)
@@ -400,22 +423,26 @@ class TemplateNet(nn.Module):
         template = self.template[None, None]
         with torch.autocast(bottleneck.device.type, enabled=False):  # transforms and sampling in fp32
             g = transforms.matrix_from_parameters(params.float(), transforms.grid_centre(self.config.template_shape))
-        u = None
+        u = segmentation = None
         if self.local_branch is not None:
-            placed = None
+            maps = []
             if self.field_net_width is not None:  # the template where G put it, an input like an image
                 with torch.no_grad(), torch.autocast(bottleneck.device.type, enabled=False):
-                    placed = pull(template, apply_affine(g, self.local_branch.coarse_points()))
-            u = self.local_branch(features, placed)
+                    maps.append(pull(template, apply_affine(g, self.local_branch.coarse_points())))
+            if self.segmentation_head is not None:
+                segmentation = torch.sigmoid(self.segmentation_head(features).float())
+                maps.append(segmentation)
+            u = self.local_branch(features, *maps)
         with torch.autocast(bottleneck.device.type, enabled=False):
             warped, grid = warp_template(template, g, u, frame=self.field_frame)
-        return Deformation(warped, params, g, u, grid)
+        return Deformation(warped, params, g, u, grid, segmentation)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.deform(image).probabilities
 
     def loss(self, deformation: Deformation, target: torch.Tensor) -> torch.Tensor:
-        """Dice loss (eq. 4.10) + λ/2·mean |u|² (eq. 4.11) [+ w·Dice loss of φ0∘G].
+        """Dice loss (eq. 4.10) + λ/2·mean |u|² (eq. 4.11) [+ w·Dice loss of φ0∘G] [+ w_s·Dice loss
+        of the coarse kidney head against the label averaged to its grid].
 
         The last term (not in the thesis, `global_loss` = w) asks G alone to place the template:
         with the Dice of the whole warp only, the field can do all the work and G stays near a
@@ -426,6 +453,9 @@ class TemplateNet(nn.Module):
             with torch.autocast(target.device.type, enabled=False):
                 placed, _ = warp_template(self.template[None, None], deformation.matrix, None)
             loss = loss + self.config.global_loss * unet.dice_loss(placed, target)
+        if deformation.segmentation is not None:
+            coarse_target = F.avg_pool3d(target.float(), 2 ** self.config.field_level)
+            loss = loss + self.config.segmentation_loss * unet.dice_loss(deformation.segmentation, coarse_target)
         if deformation.displacement is not None and self.config.penalty > 0:
             loss = loss + 0.5 * self.config.penalty * deformation.displacement.pow(2).sum(1).mean()
         return loss

@@ -203,6 +203,41 @@ def test_loss_adds_the_dice_of_the_template_moved_by_g_alone(phantoms, kidney):
         tn.TemplateConfig(geometric=False, global_loss=1.0)
 
 
+def test_coarse_kidney_head_feeds_the_registration_branch_and_adds_its_dice(phantoms, kidney):
+    """segmentation_loss w_s: the head's probability is the FieldNet's third input, a fresh network
+    still returns the template, and the loss gains w_s·Dice loss of that probability against the
+    label averaged over 2x2x2 blocks (numpy reshape and a numpy soft Dice here)."""
+    template = templates.mask_template(kidney)
+    config = tn.TemplateConfig(width=2, template_shape=SHAPE, global_width=4, local_branch="registration",
+                               local_width=4, segmentation_loss=0.4, penalty=0.0)
+    net = tn.TemplateNet(config, torch.from_numpy(template)).eval()
+    seen = []
+    net.local_branch.field_conv.register_forward_hook(lambda module, inputs, output: seen.append(inputs))
+    image = torch.from_numpy(phantoms[0].images[1])[None, None]
+    target = torch.from_numpy(phantoms[0].labels[1]).float()[None, None]
+    with torch.no_grad():
+        d = net.deform(image)
+        loss = float(net.loss(d, target))
+    np.testing.assert_allclose(d.probabilities[0, 0].numpy(), template, atol=1e-5)  # zero field, G = identity
+    coarse = tuple(n // 2 for n in SHAPE)
+    assert len(seen[0]) == 3 and seen[0][2].shape == (1, 1, *coarse)
+    assert torch.equal(seen[0][2], d.segmentation)
+    p = d.segmentation[0, 0].double().numpy()
+    assert 0 < p.min() and p.max() < 1
+
+    def soft_dice_loss(a, b):
+        return 1 - (2 * (a * b).sum() + 1e-6) / (a.sum() + b.sum() + 1e-6)
+
+    y = target[0, 0].numpy().astype(np.float64)
+    y_coarse = y.reshape(coarse[0], 2, coarse[1], 2, coarse[2], 2).mean(axis=(1, 3, 5))
+    expected = soft_dice_loss(d.probabilities[0, 0].double().numpy(), y) + 0.4 * soft_dice_loss(p, y_coarse)
+    assert loss == pytest.approx(expected, abs=1e-5)
+    with pytest.raises(ValueError, match="segmentation loss"):
+        tn.TemplateConfig(segmentation_loss=1.0)  # the thesis' branch has no input for it
+    with pytest.raises(ValueError, match="segmentation loss"):
+        tn.TemplateConfig(local_branch="registration", segmentation_loss=-1.0)
+
+
 def test_warp_is_differentiable_gradcheck():
     torch.manual_seed(0)
     shape = (4, 5, 6)
@@ -449,7 +484,7 @@ def test_train_command_options_train_a_template_model(tmp_path, capsys):
     args = parser.parse_args(["--adults", "2", "--children", "1", "--test-adults", "1", "--test-children", "1",
                               "--epochs", "1", "--width", "2", "--downsample", "2", "--output", str(out), "--json",
                               "--progress", "quiet", "--template", "mean", "--local-branch", "registration",
-                              "--local-width", "4", "--global-loss", "0.5"])
+                              "--local-width", "4", "--global-loss", "0.5", "--segmentation-loss", "0.5"])
     args.method = "template"
     assert train_from_args(args) == 0
     result = json.loads(capsys.readouterr().out)
@@ -457,9 +492,10 @@ def test_train_command_options_train_a_template_model(tmp_path, capsys):
     meta = json.loads((out / "model.json").read_text())
     assert meta["architecture"]["template_shape"] == [40, 40, 40] and meta["architecture"]["template_kind"] == "mean"
     assert meta["architecture"]["local_branch"] == "registration" and meta["architecture"]["local_width"] == 4
-    assert meta["architecture"]["global_loss"] == 0.5
+    assert meta["architecture"]["global_loss"] == 0.5 and meta["architecture"]["segmentation_loss"] == 0.5
     segmenter = tn.load_template_segmenter(out, "cpu", bf16=False, channels_last=False)
     assert isinstance(segmenter.network.local_branch.field_conv, tn.FieldNet)
+    assert segmenter.network.segmentation_head is not None
     trained = segmenter.network.local_branch.field_conv.out.weight
     assert trained.abs().max() > 0  # the field's last convolution left zero: it trained
     _, info = segmenter(np.zeros((40, 40, 40), np.float32))
@@ -490,6 +526,8 @@ def test_init_with_a_template_model_continues_training_it(tmp_path, capsys):
     assert train("--width", "2", "--downsample", "2", "--output", str(small)) == 0
     with pytest.raises(SegTuneError, match=r"takes \(40, 40, 40\) cubes"):
         train("--init", str(small), "--output", str(second))
+    with pytest.raises(SegTuneError, match="coarse kidney head"):
+        train("--init", str(first), "--segmentation-loss", "1", "--output", str(second))
     assert not second.exists()
     assert train("--init", str(first), "--global-loss", "0.3", "--output", str(second)) == 0
     capsys.readouterr()
@@ -595,6 +633,8 @@ def test_cli_refuses_bad_input(tmp_path):
     assert coarse.returncode == 2 and "--downsample 1" in coarse.stderr and not (tmp_path / "d").exists()
     lazy = run_module("--adults", "2", "--no-geometric", "--global-loss", "1", "--output", str(tmp_path / "g"))
     assert lazy.returncode == 2 and "--global-loss" in lazy.stderr and not (tmp_path / "g").exists()
+    headless = run_module("--adults", "2", "--segmentation-loss", "1", "--output", str(tmp_path / "s"))
+    assert headless.returncode == 2 and "--segmentation-loss" in headless.stderr and not (tmp_path / "s").exists()
     foreign = run_module("--adults", "2", "--init", "v999", "--output", str(tmp_path / "v"))
     assert foreign.returncode != 0 and "v999" in foreign.stderr and not (tmp_path / "v").exists()
 
@@ -634,6 +674,7 @@ def test_command_line_defaults_are_the_configuration_defaults():
     parser = argparse.ArgumentParser()
     templates.add_template_arguments(parser)
     assert parser.parse_args([]).global_loss == tn.TemplateConfig.global_loss
+    assert parser.parse_args([]).segmentation_loss == tn.TemplateConfig.segmentation_loss
 
 
 def test_attention_pooling_starts_as_average_pooling_and_is_a_softmax_weighted_vote():
