@@ -15,6 +15,7 @@ from KidneyUSLib import template_net as tn
 from KidneyUSLib import templates, training, transforms
 from KidneyUSLib.template_training import (TemplateTrainSettings, augment, evaluate_cases,
                                            train_model, train_template)
+from SegTuneCore.errors import SegTuneError
 
 torch.set_num_threads(1)
 SHAPE = (40, 40, 40)
@@ -402,7 +403,6 @@ def test_augmentation_moves_image_and_label_together(phantoms):
 # --- training, saving, loading -------------------------------------------------------------------
 
 def test_train_save_load_round_trip_through_the_model_store(phantoms, kidney, tmp_path):
-    from SegTuneCore.errors import SegTuneError
     from SegTuneCore.models import ModelStore
 
     config = tn.TemplateConfig(width=2, template_shape=SHAPE, global_width=4, template_kind="mean")
@@ -509,7 +509,6 @@ def test_init_with_a_template_model_continues_training_it(tmp_path, capsys):
 
     from KidneyUSLib import train_cli
     from KidneyUSLib.template_training import train_from_args
-    from SegTuneCore.errors import SegTuneError
     from SegTuneCore.models import load_model
 
     parser = argparse.ArgumentParser()
@@ -758,3 +757,35 @@ def test_bench_template_times_both_segmenters_and_reports_their_ratio():
     refused = subprocess.run([sys.executable, "-m", "KidneyUSLib", "bench-template", "--template", "unet-default"],
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "not a 'template' one" in refused.stderr
+
+
+def test_experiment_template_trains_each_row_and_writes_the_table_and_figure(tmp_path):
+    """`experiment template` at a toy scale: every requested row trained on the same data, the
+    registration row's network is what its label says, and table, results and Fig. 4.4 are written."""
+    import argparse
+
+    from KidneyUSLib import experiments_template
+
+    parser = argparse.ArgumentParser()
+    experiments_template.configure(parser)
+    figure = tmp_path / "params.png"
+    args = parser.parse_args(["--methods", "geometric+deformation,geometric+registration", "--seeds", "1",
+                              "--adults", "2", "--children", "1", "--test-adults", "2", "--test-children", "2",
+                              "--width", "2", "--epochs", "1", "--time-budget", "0", "--output", str(tmp_path / "out"),
+                              "--figure", str(figure)])
+    assert experiments_template.run(args) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert set(results["runs"]) == {"geometric+deformation", "geometric+registration"}
+    for method, runs in results["runs"].items():
+        run = runs[0]
+        assert run["epochs"] == 1 and len(run["adults"]["dice"]) == 2 and len(run["children"]["dice"]) == 2
+        assert all(0 <= d <= 1 for d in run["adults"]["dice"] + run["children"]["dice"])
+    registration = results["runs"]["geometric+registration"][0]["parameters"]
+    thesis = results["runs"]["geometric+deformation"][0]["parameters"]
+    assert registration > thesis  # the FieldNet and the kidney head
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert experiments_template.METHODS["geometric+registration"] in table and table.count("\n") == 4
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert results["fig_4_4"]["adult_mean"] and len(results["fig_4_4"]["adult_mean"]) == 9
+    with pytest.raises(SegTuneError, match="unknown"):
+        experiments_template.run(parser.parse_args(["--methods", "voxelmorph", "--output", str(tmp_path / "x")]))
