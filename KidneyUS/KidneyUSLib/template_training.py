@@ -174,7 +174,7 @@ def evaluate_cases(network: torch.nn.Module, cubes: training.CubeSet, device: to
             x = torch.from_numpy(np.ascontiguousarray(cubes.images[first:first + batch_size]))[:, None].to(device)
             y = torch.from_numpy(cubes.labels[first:first + batch_size])[:, None]
             if isinstance(network, TemplateNet):
-                deformation = network.deform(x)
+                deformation = network.predict(x)
                 probabilities = deformation.probabilities
                 folded += folded_fraction(deformation.grid).cpu().tolist()
                 parameters += deformation.parameters.cpu().tolist()
@@ -315,6 +315,8 @@ def train_from_args(args) -> int:
         raise SegTuneError("--local-width must be >= 1")
     if args.segmentation_loss < 0 or (args.segmentation_loss > 0 and args.local_branch != "registration" and not args.init):
         raise SegTuneError("--segmentation-loss must be >= 0 and needs --local-branch registration")
+    if args.refine_steps < 0 or (args.refine_steps > 0 and args.segmentation_loss <= 0):
+        raise SegTuneError("--refine-steps must be >= 0 and needs --segmentation-loss (the kidney head it refines toward)")
     if args.no_geometric and args.no_deformation:
         raise SegTuneError("--no-geometric and --no-deformation leave nothing to predict")
     if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0:
@@ -331,7 +333,7 @@ def train_from_args(args) -> int:
                 raise SegTuneError(f"--init {args.init}: --segmentation-loss adds or removes the coarse kidney head; "
                                    f"give it > 0 exactly when the model has one ({resumed.segmentation_loss})")
             resumed = dataclasses.replace(resumed, penalty=args.penalty, global_loss=args.global_loss,
-                                          segmentation_loss=args.segmentation_loss)
+                                          segmentation_loss=args.segmentation_loss, refine_steps=args.refine_steps)
     factor = args.downsample
     reporter.log("preparing data")
     adults, adults_test = load_sets(args.adults, "adult", args)
@@ -355,6 +357,7 @@ def train_from_args(args) -> int:
                                 field_level=args.field_level, penalty=args.penalty, global_pooling=args.global_pooling,
                                 local_branch=args.local_branch, local_width=args.local_width,
                                 global_loss=args.global_loss, segmentation_loss=args.segmentation_loss,
+                                refine_steps=args.refine_steps,
                                 template_shape=tuple(int(n) for n in size), template_kind=kind)
     except ValueError as exc:
         raise SegTuneError(str(exc)) from None

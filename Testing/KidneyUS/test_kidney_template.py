@@ -239,6 +239,69 @@ def test_coarse_kidney_head_feeds_the_registration_branch_and_adds_its_dice(phan
         tn.TemplateConfig(local_branch="registration", segmentation_loss=-1.0)
 
 
+def test_field_block_mean_and_block_centres_are_those_of_avg_pool():
+    """What the refinement compares on the head's grid: LocalBranch.displacement(block_mean=True) is
+    the full-grid field averaged over 2x2x2 blocks (numpy reshape here), and block_centres are the
+    blocks' centres (trilinear sampling there of a volume is its block mean)."""
+    branch = tn.LocalBranch(3, SHAPE, (20, 20, 20), 2.0, steps=6)
+    torch.manual_seed(3)
+    velocity = torch.randn(1, 3, 20, 20, 20, dtype=torch.float32) * 0.5
+    with torch.no_grad():
+        full = branch.displacement(velocity)[0].double().numpy()
+        blocks = branch.displacement(velocity, block_mean=True)[0].double().numpy()
+    assert np.abs(full).max() > 0.3
+    np.testing.assert_allclose(blocks, full.reshape(3, 20, 2, 20, 2, 20, 2).mean(axis=(2, 4, 6)), atol=1e-5)
+    volume = torch.rand(1, 1, *SHAPE, dtype=torch.float64)
+    sampled = tn.pull(volume, branch.block_centres().double()[None])
+    np.testing.assert_allclose(sampled[0, 0].numpy(), volume[0, 0].numpy().reshape(20, 2, 20, 2, 20, 2).mean(axis=(1, 3, 5)),
+                               atol=1e-12)
+
+
+def test_squared_error_dice_is_the_dice_loss_on_masks_and_unbiased_on_soft_targets():
+    rng = np.random.default_rng(0)
+    a, b = rng.random((2, 1, 8, 8, 8)) > 0.6, rng.random((2, 1, 8, 8, 8)) > 0.6
+    masks = [torch.from_numpy(m.astype(np.float32)) for m in (a, b)]
+    expected = np.mean([(x ^ y).sum() / (2 * y.sum()) for x, y in zip(a, b)])
+    assert float(tn.squared_error_dice(*masks)) == pytest.approx(expected, rel=1e-5)
+    soft = torch.from_numpy(rng.random((1, 1, 8, 8, 8)).astype(np.float32))
+    sharper = (soft > 0.5).float()
+    assert float(tn.squared_error_dice(soft, soft)) == 0.0 < float(tn.squared_error_dice(sharper, soft))
+    from KidneyUSLib import unet
+    assert float(unet.dice_loss(sharper, soft)) < float(unet.dice_loss(soft, soft))  # why not the soft Dice
+
+
+def test_refinement_brings_the_template_onto_the_heads_probability(kidney):
+    """refine: from the network's answer, Adam steps on the parameters and the velocity until the
+    template warped onto the coarse grid matches the head's probability (here the template moved
+    by a known translation), G carrying the translation as the G loss asks; the result is still
+    one unfolded copy of the template, and it runs inside inference mode as the segmenter calls it."""
+    template = torch.from_numpy(templates.mask_template(kidney))
+    config = tn.TemplateConfig(width=2, template_shape=SHAPE, global_width=4, local_branch="registration",
+                               local_width=4, segmentation_loss=1.0, global_loss=1.0, refine_steps=40)
+    net = tn.TemplateNet(config, template).eval()
+    shift = np.eye(4)
+    shift[:3, 3] = (-3.0, 2.0, 0.0)  # pull form: the kidney moves by (+3, -2, 0) voxels
+    moved = torch.from_numpy(numpy_pull(template.double().numpy(), shift)).float()[None, None]
+    target = torch.nn.functional.avg_pool3d(moved, 2)
+    with torch.inference_mode():
+        d = net.deform(torch.randn(1, 1, *SHAPE))
+        d.segmentation = target  # what a trained head would say
+        refined = net.refine(d, config.refine_steps)
+        unchanged = net.refine(d, 0)
+    before = dice(d.probabilities[0, 0] > 0.5, moved[0, 0] > 0.5)
+    after = dice(refined.probabilities[0, 0] > 0.5, moved[0, 0] > 0.5)
+    assert before < 0.8 and after > 0.9
+    assert refined.parameters[0, 0] == pytest.approx(-3.0, abs=0.5) and refined.parameters[0, 1] == pytest.approx(2.0, abs=0.5)
+    assert float(tn.folded_fraction(refined.grid)[0]) == 0.0
+    assert ndimage.label(refined.probabilities[0, 0].numpy() > 0.5)[1] == 1
+    torch.testing.assert_close(unchanged.probabilities, d.probabilities, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="refinement steps"):
+        tn.TemplateConfig(local_branch="registration", refine_steps=5)  # no head to refine toward
+    headless = tn.TemplateNet(tn.TemplateConfig(width=2, template_shape=SHAPE, global_width=4), template)
+    with pytest.raises(SegTuneError, match="no coarse kidney head"):
+        tn.TemplateSegmenter(headless, {}, torch.device("cpu"), False, False, refine_steps=5)
+
+
 def test_warp_is_differentiable_gradcheck():
     torch.manual_seed(0)
     shape = (4, 5, 6)
@@ -723,7 +786,8 @@ def test_segment_command_with_a_template_model_reports_folding(tmp_path):
     model = tmp_path / "model"
     trained = run_module("--adults", "2", "--children", "1", "--test-adults", "1", "--test-children", "1",
                          "--epochs", "1", "--width", "2", "--downsample", "2", "--output", str(model),
-                         "--progress", "quiet")
+                         "--local-branch", "registration", "--local-width", "4", "--segmentation-loss", "1",
+                         "--refine-steps", "3", "--progress", "quiet")
     assert trained.returncode == 0, trained.stderr
     volume, _ = generate_phantom("adult", 5, size=(96, 96, 96), spacing=(1.0, 1.0, 1.0))
     write_volume(volume, tmp_path / "us.nrrd")
@@ -733,12 +797,18 @@ def test_segment_command_with_a_template_model_reports_folding(tmp_path):
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     assert 0.0 <= summary["template"]["folded_fraction"] < 1.0 and summary["template"]["components"] >= 0
+    assert summary["template"]["refine_steps"] == 3  # the model's own setting
     labels, segments = read_segmentation(tmp_path / "k.seg.nrrd")
     assert [s.name for s in segments] == ["Kidney"] and labels.array.shape == volume.array.shape
     refused = subprocess.run([sys.executable, "-m", "KidneyUSLib", "segment", str(tmp_path / "us.nrrd"), "--output",
                               str(tmp_path / "u.seg.nrrd"), "--method", "unet", "--model", str(model)],
                              capture_output=True, text=True, timeout=300)
     assert refused.returncode != 0 and not (tmp_path / "u.seg.nrrd").exists()
+    unet_refined = subprocess.run([sys.executable, "-m", "KidneyUSLib", "segment", str(tmp_path / "us.nrrd"), "--output",
+                                   str(tmp_path / "r.seg.nrrd"), "--method", "unet", "--refine-steps", "2"],
+                                  capture_output=True, text=True, timeout=300)
+    assert unet_refined.returncode != 0 and "template models only" in unet_refined.stderr
+    assert unet_refined.stderr.strip().count("\n") == 0 and not (tmp_path / "r.seg.nrrd").exists()
 
 
 def test_bench_template_times_both_segmenters_and_reports_their_ratio():
