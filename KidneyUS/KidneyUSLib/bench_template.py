@@ -27,8 +27,6 @@ def configure(parser) -> None:
                         help="template model: folder, installed version or bundled name (default: untrained)")
     parser.add_argument("--unet", default=None, metavar="MODEL",
                         help="U-Net model: folder, installed version or bundled name (default: untrained)")
-    parser.add_argument("--refine-steps", type=int, default=None, metavar="N",
-                        help="the template model's test-time refinement steps (default: the model's own)")
     parser.add_argument("--width", type=int, default=16, help="width of the untrained networks")
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--repeats", type=int, default=5)
@@ -63,7 +61,7 @@ def _networks(args, device):
         import copy
 
         return (inference.Segmenter(copy.deepcopy(unet_net).to(device).eval(), unet_meta, device, bf16, bf16),
-                TemplateSegmenter(copy.deepcopy(template_net), template_meta, device, bf16, bf16, args.refine_steps))
+                TemplateSegmenter(copy.deepcopy(template_net), template_meta, device, bf16, bf16))
 
     return pair
 
@@ -89,8 +87,6 @@ def run(args) -> int:
 
     if args.repeats < 1 or args.width < 1 or args.size < 0:
         raise SegTuneError("--repeats and --width must be >= 1, --size >= 0")
-    if args.refine_steps is not None and (args.refine_steps < 0 or not args.template):
-        raise SegTuneError("--refine-steps needs a trained --template model with a kidney head, and >= 0")
     device = select_device(args.device)
     pair = _networks(args, device)
     precisions = [False] + ([True] if capabilities(device)["bf16"] else [])
@@ -114,7 +110,6 @@ def run(args) -> int:
                          "unet_s": u, "template_s": t, "ratio": t / u})
     result = {"bench": "template vs unet", "device": describe(device), "threads": torch.get_num_threads(),
               "repeats": args.repeats, "width": args.width, "template_model": args.template, "unet_model": args.unet,
-              "refine_steps": template_segmenter.refine_steps,
               "target_ratio": TARGET_RATIO, "rows": rows,
               "meets_target": all(r["ratio"] <= TARGET_RATIO for r in rows)}
     if args.json:

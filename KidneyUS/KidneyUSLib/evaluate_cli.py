@@ -38,8 +38,6 @@ def configure(parser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="processes generating the phantoms (default 1)")
     parser.add_argument("--output", help="write results.json (every case) here")
     parser.add_argument("--markdown", help="write the summary table (markdown) here")
-    parser.add_argument("--refine-steps", type=int, default=None, metavar="N",
-                        help="test-time refinement steps of the template models with a kidney head (default: each model's)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     add_progress_argument(parser)
 
@@ -105,25 +103,20 @@ def run(args) -> int:
     from SegTuneCore.process import ProgressReporter, atomic_write
 
     from .preprocessing import keep_largest_component
-    from .segmentation import METHOD_ARCHITECTURES, dice, load_segmenter, resolve_model, segment_volume
+    from .segmentation import dice, load_segmenter, resolve_model, segment_volume
     from .training import TEST_SEED_OFFSET
 
     if min(args.adults, args.children) < 0 or args.adults + args.children < 1:
         raise SegTuneError("--adults and --children must be >= 0, and at least one phantom is needed")
     if args.workers < 1:
         raise SegTuneError("--workers must be >= 1")
-    if args.refine_steps is not None and args.refine_steps < 0:
-        raise SegTuneError("--refine-steps must be >= 0")
     if len(set(args.model)) != len(args.model):
         raise SegTuneError("--model: each model once")
     for path in (args.output, args.markdown):
         if path and Path(path).is_dir():
             raise SegTuneError(f"{path}: is a directory")
     entries = {name: resolve_model(name) for name in args.model}  # every model checked before any work
-    template = METHOD_ARCHITECTURES["template"]
-    segmenters = {name: load_segmenter(entry, args.device,
-                                       args.refine_steps if entry.meta["architecture"]["name"] == template else None)
-                  for name, entry in entries.items()}
+    segmenters = {name: load_segmenter(entry, args.device) for name, entry in entries.items()}
     reporter = ProgressReporter(args.progress)
     first_seed = TEST_SEED_OFFSET if args.first_seed is None else args.first_seed
     plan = [(population, first_seed + i) for population, plural in POPULATIONS for i in range(getattr(args, plural))]
@@ -148,11 +141,9 @@ def run(args) -> int:
     device = next(iter(segmenters.values())).device
     results = {
         "command": "python -m KidneyUSLib evaluate " + " ".join(f"--model {m}" for m in args.model)
-                   + f" --adults {args.adults} --children {args.children} --first-seed {first_seed}"
-                   + ("" if args.refine_steps is None else f" --refine-steps {args.refine_steps}"),
+                   + f" --adults {args.adults} --children {args.children} --first-seed {first_seed}",
         "models": {name: {"path": str(e.path), "version": e.version, "architecture": architectures[name],
-                          "sha256": e.meta.get("sha256"),
-                          "refine_steps": getattr(segmenters[name], "refine_steps", None)} for name, e in entries.items()},
+                          "sha256": e.meta.get("sha256")} for name, e in entries.items()},
         "seeds": {"first": first_seed, "oblique": "seed % 3 == 0"}, "device": describe(device),
         "seconds": round(time.perf_counter() - started, 1), "summary": summary, "table": table, "cases": cases,
     }

@@ -4,7 +4,7 @@ Rows (all trained jointly on adults and children, children oversampled, same dat
 3D U-Net without augmentation, 3D U-Net with the Table 4.1 augmentation, deformation only,
 geometric transform + deformation (template: one adult mask used nowhere else), the same with
 the aligned mean shape as template, and (not in the thesis) the registration local branch with
-the Dice of φ0∘G, attention pooling and the coarse kidney head (docs/KidneyUS-template.md). Columns: Dice adults and children (mean ± std over seeds of
+the Dice of φ0∘G and attention pooling (docs/KidneyUS-template.md). Columns: Dice adults and children (mean ± std over seeds of
 the per-seed mean over the held-out phantoms), share of outputs that are one connected component,
 and for the template rows the largest folded-voxel fraction. Fig. 4.4: the 9 global parameters
 predicted on the held-out phantoms, adults (red) vs children (blue), for the first seed of the
@@ -29,7 +29,7 @@ METHODS = {
     "deformation": "Deformation",
     "geometric+deformation": "Geometric transfo + Deformation",
     "geometric+deformation-mean": "Geometric transfo + Deformation, mean-shape template",
-    "geometric+registration": "Geometric transfo + registration branch, G loss, kidney head",
+    "geometric+registration": "Geometric transfo + registration branch, G loss",
 }
 FIGURE = Path("docs/images/kidney_template_params.png")
 
@@ -153,7 +153,7 @@ def build(method: str, config_args, size, train_sets, excluded_label):
     if method.startswith("unet"):
         return unet.UNet3D(unet.UNetConfig(width=config_args.width))
     registration = {"local_branch": "registration", "local_width": 4 * config_args.width, "global_loss": 1.0,
-                    "global_pooling": "attention", "segmentation_loss": 1.0} if method == "geometric+registration" else {}
+                    "global_pooling": "attention"} if method == "geometric+registration" else {}
     config = TemplateConfig(width=config_args.width, geometric=method != "deformation", deformation=True,
                             penalty=config_args.penalty, template_shape=size,
                             template_kind="mean" if method.endswith("-mean") else "mask",

@@ -23,8 +23,6 @@ def configure(parser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
     parser.add_argument("--all-components", action="store_true", help="keep every connected component (default: the largest)")
-    parser.add_argument("--refine-steps", type=int, default=None, metavar="N",
-                        help="template models with a kidney head: test-time refinement steps (default: the model's)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     add_progress_argument(parser)
     parser.epilog = f"Inputs are limited to {MAX_VOXELS} voxels and {MAX_SIDE} voxels along an axis."
@@ -44,8 +42,6 @@ def run(args) -> int:
         raise SegTuneError(f"{output}: is a directory")
     if not 0.0 < args.threshold < 1.0:
         raise SegTuneError("--threshold must be between 0 and 1")
-    if args.refine_steps is not None and args.refine_steps < 0:
-        raise SegTuneError("--refine-steps must be >= 0")
     reporter = ProgressReporter(args.progress)
     started = time.perf_counter()
     shown = []  # whether progress has been drawn
@@ -57,7 +53,7 @@ def run(args) -> int:
         validate_volume(volume, args.volume)
         read_s = time.perf_counter() - start
         start = time.perf_counter()
-        segmenter = load_segmenter(entry, args.device, args.refine_steps)
+        segmenter = load_segmenter(entry, args.device)
         load_s = time.perf_counter() - start
         shown.append(True)
         result = segment_volume(volume, segmenter, args.threshold, not args.all_components,

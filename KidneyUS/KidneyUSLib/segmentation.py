@@ -121,15 +121,12 @@ def segment_volume(volume: Volume, segmenter, threshold: float = 0.5, largest_co
     return SegmentationResult(labels, volume_ml, {k: round(v, 4) for k, v in timings.items()}, network_info)
 
 
-def load_segmenter(entry, device: str = "auto", refine_steps: int | None = None):
-    """The networks engineer's loader (imports torch); the template segmenter for its models, with
-    `refine_steps` test-time refinement steps (None: the model's own setting)."""
+def load_segmenter(entry, device: str = "auto"):
+    """The networks engineer's loader (imports torch); the template segmenter for its models."""
     if entry.meta["architecture"]["name"] == METHOD_ARCHITECTURES["template"]:
         from .template_net import load_template_segmenter
 
-        return load_template_segmenter(entry, device, refine_steps=refine_steps)
-    if refine_steps:
-        raise SegTuneError(f"model {entry.version!r}: refinement steps apply to template models only")
+        return load_template_segmenter(entry, device)
     from .inference import load_segmenter as load
 
     return load(entry, device)

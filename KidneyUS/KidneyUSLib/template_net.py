@@ -14,12 +14,6 @@ every voxel p of the output cube, with
   `local_branch="registration"` (not in the thesis) predicts v instead with a small two-level
   convolution net from the features *and the template as G placed it*, and lets L act on the
   image grid where those features are: ψ = G∘L, ψ(p) = G(p + u(p)) (Mory et al. 2012's order).
-  `segmentation_loss` > 0 (not in the thesis) adds a coarse kidney head on the field-level
-  features, trained by its own Dice loss, whose probability is one more input of that net: the
-  fixed image of the registration, where the features alone leave it to the warp's sparse
-  gradient to learn where the kidney's boundary lies. With it, `refine_steps` > 0 (not in the
-  thesis) refines the answer per image at test time: a few Adam steps on the 9 parameters and
-  the velocity bring the template onto the head's probability (`TemplateNet.refine`).
 Both heads start at zero, so a fresh network returns the template itself.
 
 The loss is Dice + λ/2·mean|u|² (eq. 4.10 plus the L2 penalty of eq. 4.11). `jacobian_determinant`
@@ -37,8 +31,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from SegTuneCore.errors import SegTuneError
-
 from . import transforms, unet
 from .templates import DEFAULT_LOCAL_WIDTH, GLOBAL_POOLING, LOCAL_BRANCHES
 from .unet import ConvBlock
@@ -49,9 +41,6 @@ PARAMETER_NAMES = ("tx", "ty", "tz", "rx", "ry", "rz", "log_sx", "log_sy", "log_
 # range of each, so Adam's step size suits them all.
 PARAMETER_SCALE = (4.0, 4.0, 4.0, 0.25, 0.25, 0.25, 0.25, 0.25, 0.25)
 FIELD_SCALE = 4.0  # field head output -> template voxels (the mean and Gaussian filters shrink it)
-# test-time refinement steps, in the heads' output units: the 9 parameters (Adam), the velocity
-REFINE_LR = 0.05
-REFINE_FIELD_LR = 0.01
 
 
 @dataclass(frozen=True)
@@ -72,8 +61,6 @@ class TemplateConfig:
     local_branch: str = "thesis"  # "thesis": one conv, ψ = L∘G; "registration": FieldNet, ψ = G∘L
     local_width: int = DEFAULT_LOCAL_WIDTH  # channels of the registration branch's FieldNet
     global_loss: float = 0.0      # weight of the Dice of φ0∘G alone (0: the thesis' loss only)
-    segmentation_loss: float = 0.0  # weight of the coarse kidney head's Dice (> 0: the head feeds the FieldNet)
-    refine_steps: int = 0         # test-time Adam steps toward the head's probability (0: the network's answer)
 
     def __post_init__(self):
         if not (self.geometric or self.deformation):
@@ -84,13 +71,6 @@ class TemplateConfig:
             raise ValueError(f"unknown global pooling {self.global_pooling!r} (use {' or '.join(GLOBAL_POOLING)})")
         if self.global_loss < 0 or (self.global_loss > 0 and not self.geometric):
             raise ValueError(f"global loss weight {self.global_loss} needs the geometric branch and must be >= 0")
-        if self.segmentation_loss < 0 or (self.segmentation_loss > 0 and not (
-                self.deformation and self.local_branch == "registration")):
-            raise ValueError(f"segmentation loss weight {self.segmentation_loss} needs the registration local "
-                             "branch and must be >= 0")
-        if self.refine_steps < 0 or (self.refine_steps > 0 and self.segmentation_loss <= 0):
-            raise ValueError(f"{self.refine_steps} refinement steps: needs the coarse kidney head "
-                             "(segmentation loss > 0) and must be >= 0")
         if self.local_branch not in LOCAL_BRANCHES or self.local_width < 1:
             raise ValueError(f"unknown local branch {self.local_branch!r} or width {self.local_width} "
                              f"(use {' or '.join(LOCAL_BRANCHES)}, width >= 1)")
@@ -122,8 +102,6 @@ class Deformation:
     matrix: torch.Tensor                 # [B, 4, 4] G, output voxel -> template voxel
     displacement: torch.Tensor | None    # [B, 3, D, H, W] u in voxels (x, y, z) of its frame, None without L
     grid: torch.Tensor                   # [B, D, H, W, 3] ψ(p) in template voxels (x, y, z)
-    segmentation: torch.Tensor | None = None  # [B, 1, d, h, w] the coarse kidney head's probability
-    velocity: torch.Tensor | None = None      # [B, 3, d, h, w] the local branch's raw output, None without L
 
 
 class UNetBody(nn.Module):
@@ -236,12 +214,6 @@ def upsampling_matrix(size: int, coarse: int) -> torch.Tensor:
     return F.interpolate(eye, size=size, mode="linear", align_corners=True)[:, 0, :].T
 
 
-def block_mean_matrix(coarse: int, size: int) -> torch.Tensor:
-    """[coarse, size] mean over consecutive blocks of size/coarse (as avg_pool3d along one axis)."""
-    factor = size // coarse
-    return torch.kron(torch.eye(coarse, dtype=torch.float64), torch.full((1, factor), 1.0 / factor, dtype=torch.float64))
-
-
 def apply_separable(field_: torch.Tensor, matrices: Sequence[torch.Tensor]) -> torch.Tensor:
     """[B, C, d, h, w] -> [B, C, D, H, W] with matrices ([D, d], [H, h], [W, w]) along each axis."""
     md, mh, mw = (m.to(field_.dtype) for m in matrices)
@@ -265,8 +237,7 @@ def integrate_velocity(velocity: torch.Tensor, steps: int) -> torch.Tensor:
 
 
 class FieldNet(nn.Module):
-    """Features and `maps` one-channel maps (the template as G placed it [, the coarse kidney
-    probability]), all on the coarse grid -> v (3 channels).
+    """Features and the template as G placed it, both on the coarse grid -> v (3 channels).
 
     The thesis' single convolution sees only the image's features, so it cannot know where the
     template's boundary lies: the displacement it must predict depends on G, which changes from
@@ -274,25 +245,18 @@ class FieldNet(nn.Module):
     sees its moving and fixed images. Its last convolution starts at zero (L = Id).
     """
 
-    def __init__(self, in_channels: int, width: int, maps: int = 1):
+    def __init__(self, in_channels: int, width: int):
         super().__init__()
         self.reduce = nn.Conv3d(in_channels, width, 1)  # the body's many channels, cheaply
-        self.encoder = nn.Sequential(ConvBlock(width + maps, width), ConvBlock(width, width))
+        self.encoder = nn.Sequential(ConvBlock(width + 1, width), ConvBlock(width, width))
         self.lower = nn.Sequential(ConvBlock(width, 2 * width), ConvBlock(2 * width, 2 * width))
         self.decoder = ConvBlock(3 * width, width)
         self.out = _zero_conv(width, 3, 3)
 
-    def forward(self, features: torch.Tensor, *maps: torch.Tensor) -> torch.Tensor:
-        x = self.encoder(torch.cat([self.reduce(features), *(m.to(features.dtype) for m in maps)], dim=1))
+    def forward(self, features: torch.Tensor, placed: torch.Tensor) -> torch.Tensor:
+        x = self.encoder(torch.cat([self.reduce(features), placed.to(features.dtype)], dim=1))
         lower = F.interpolate(self.lower(F.max_pool3d(x, 2)), size=x.shape[2:], mode="nearest")
         return self.out(self.decoder(torch.cat([x, lower], dim=1)))
-
-
-class CoarseSegmentationHead(nn.Sequential):
-    """Field-level features -> kidney logits on the coarse grid (a 3x3x3 block, then 1x1x1)."""
-
-    def __init__(self, in_channels: int, width: int):
-        super().__init__(ConvBlock(in_channels, width), nn.Conv3d(width, 1, 1))
 
 
 class LocalBranch(nn.Module):
@@ -306,18 +270,15 @@ class LocalBranch(nn.Module):
     """
 
     def __init__(self, in_channels: int, shape: Sequence[int], coarse_shape: Sequence[int], sigma: float,
-                 steps: int = 0, width: int | None = None, maps: int = 1):
+                 steps: int = 0, width: int | None = None):
         super().__init__()
-        self.field_conv = _zero_conv(in_channels, 3, 3) if width is None else FieldNet(in_channels, width, maps)
+        self.field_conv = _zero_conv(in_channels, 3, 3) if width is None else FieldNet(in_channels, width)
         self.steps = steps
-        self.shape = tuple(shape)
         self.coarse_shape = tuple(coarse_shape)
         for axis, (n, c) in enumerate(zip(shape, coarse_shape)):
             self.register_buffer(f"mean_{axis}", mean_matrix(c).float(), persistent=False)
             smooth_up = filter_matrix(n, gaussian_kernel(sigma)) @ upsampling_matrix(n, c)
             self.register_buffer(f"upsample_{axis}", smooth_up.float(), persistent=False)
-            # the same field averaged over the coarse grid's blocks (the head's grid, avg_pool3d's)
-            self.register_buffer(f"block_mean_{axis}", (block_mean_matrix(c, n) @ smooth_up).float(), persistent=False)
         # template voxels per coarse voxel along x, y, z (corners aligned)
         ratio = [(n - 1) / max(c - 1, 1) for n, c in zip(shape[::-1], coarse_shape[::-1])]
         self.register_buffer("ratio", torch.tensor(ratio).view(1, 3, 1, 1, 1), persistent=False)
@@ -326,24 +287,12 @@ class LocalBranch(nn.Module):
         """[d, h, w, 3] the coarse grid's voxels in voxels (x, y, z) of the full grid."""
         return voxel_grid(self.coarse_shape, self.ratio.dtype, self.ratio.device) * self.ratio.view(3)
 
-    def block_centres(self) -> torch.Tensor:
-        """[d, h, w, 3] centres of the blocks that avg_pool3d averages into each coarse voxel, in
-        voxels (x, y, z) of the full grid: where the coarse kidney head's probability lies."""
-        factor = self.ratio.new_tensor([n / c for n, c in zip(self.shape[::-1], self.coarse_shape[::-1])])
-        return voxel_grid(self.coarse_shape, self.ratio.dtype, self.ratio.device) * factor + (factor - 1) / 2
-
-    def forward(self, features: torch.Tensor, *maps: torch.Tensor) -> torch.Tensor:
-        """features, then the FieldNet's one-channel maps (none for the thesis' convolution)."""
-        return self.displacement(self.field_conv(features, *maps))
-
-    def displacement(self, velocity: torch.Tensor, block_mean: bool = False) -> torch.Tensor:
-        """u from the raw velocity [B, 3, d, h, w]: on the full grid, or its mean over each coarse block."""
-        with torch.autocast(velocity.device.type, enabled=False):  # the field is always fp32
-            v = FIELD_SCALE * apply_separable(velocity.float(), (self.mean_0, self.mean_1, self.mean_2))
+    def forward(self, features: torch.Tensor, placed: torch.Tensor | None = None) -> torch.Tensor:
+        v = self.field_conv(features) if placed is None else self.field_conv(features, placed)
+        with torch.autocast(v.device.type, enabled=False):  # the field is always fp32
+            v = FIELD_SCALE * apply_separable(v.float(), (self.mean_0, self.mean_1, self.mean_2))
             if self.steps:
                 v = integrate_velocity(v / self.ratio, self.steps) * self.ratio
-            if block_mean:
-                return apply_separable(v, (self.block_mean_0, self.block_mean_1, self.block_mean_2))
             return apply_separable(v, (self.upsample_0, self.upsample_1, self.upsample_2))
 
 
@@ -394,13 +343,6 @@ def warp_template(template: torch.Tensor, matrix: torch.Tensor, displacement: to
     return pull(template, psi), psi
 
 
-def squared_error_dice(probabilities: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Σ(p − t)² / 2Σt per sample, averaged: the Dice loss where p and t are masks (|p Δ t| / 2|t|),
-    but smallest at p = t for a soft t, where the soft Dice prefers p sharper, i.e. smaller."""
-    p, t = probabilities.float().flatten(1), target.float().flatten(1)
-    return ((p - t).pow(2).sum(1) / (2 * t.sum(1) + 1e-6)).mean()
-
-
 def jacobian_determinant(grid: torch.Tensor) -> torch.Tensor:
     """det ∂ψ/∂p [B, D, H, W] of a map ψ given on the voxels as [B, D, H, W, 3] (x, y, z).
 
@@ -427,12 +369,8 @@ class TemplateNet(nn.Module):
         self.global_branch = (GlobalBranch(self.body.bottleneck_channels, config.global_width, config.global_pooling)
                               if config.geometric else None)
         coarse = tuple(n // 2 ** config.field_level for n in config.template_shape)
-        with_head = config.segmentation_loss > 0
         self.local_branch = (LocalBranch(self.body.field_channels, config.template_shape, coarse, config.field_sigma,
-                                         config.integration_steps, self.field_net_width, maps=1 + with_head)
-                             if config.deformation else None)
-        self.segmentation_head = (CoarseSegmentationHead(self.body.field_channels, config.local_width)
-                                  if with_head else None)
+                                         config.integration_steps, self.field_net_width) if config.deformation else None)
         if template is None:
             template = torch.zeros(config.template_shape)
         template = torch.as_tensor(template, dtype=torch.float32)
@@ -459,90 +397,25 @@ class TemplateNet(nn.Module):
             params = self.global_branch(bottleneck)
         else:
             params = torch.zeros(bottleneck.shape[0], transforms.N_PARAMETERS, device=bottleneck.device)
-        velocity = segmentation = None
+        template = self.template[None, None]
+        with torch.autocast(bottleneck.device.type, enabled=False):  # transforms and sampling in fp32
+            g = transforms.matrix_from_parameters(params.float(), transforms.grid_centre(self.config.template_shape))
+        u = None
         if self.local_branch is not None:
-            maps = []
+            placed = None
             if self.field_net_width is not None:  # the template where G put it, an input like an image
                 with torch.no_grad(), torch.autocast(bottleneck.device.type, enabled=False):
-                    g = transforms.matrix_from_parameters(params.float(), self.centre)
-                    maps.append(pull(self.template[None, None], apply_affine(g, self.local_branch.coarse_points())))
-            if self.segmentation_head is not None:
-                segmentation = torch.sigmoid(self.segmentation_head(features).float())
-                maps.append(segmentation)
-            velocity = self.local_branch.field_conv(features, *maps)
-        return self.warp(params, velocity, segmentation)
-
-    @property
-    def centre(self) -> tuple:
-        return transforms.grid_centre(self.config.template_shape)
-
-    def warp(self, params: torch.Tensor, velocity: torch.Tensor | None,
-             segmentation: torch.Tensor | None = None) -> Deformation:
-        """The template moved by G(params) and the field of `velocity` (fp32)."""
-        with torch.autocast(params.device.type, enabled=False):  # transforms and sampling in fp32
-            g = transforms.matrix_from_parameters(params.float(), self.centre)
-            u = None if velocity is None else self.local_branch.displacement(velocity)
-            warped, grid = warp_template(self.template[None, None], g, u, frame=self.field_frame)
-        return Deformation(warped, params, g, u, grid, segmentation, velocity)
-
-    def predict(self, image: torch.Tensor, refine_steps: int | None = None) -> Deformation:
-        """The network's deformation, refined by `refine_steps` (None: the model's own setting)."""
-        deformation = self.deform(image)
-        steps = self.config.refine_steps if refine_steps is None else refine_steps
-        return self.refine(deformation, steps) if steps else deformation
-
-    def refine(self, deformation: Deformation, steps: int) -> Deformation:
-        """Test-time refinement (not in the thesis): from the network's answer, `steps` steps on G's
-        9 parameters and the velocity minimising the training loss with the coarse kidney head's
-        probability in place of the label — on the head's grid (the template at its block
-        centres, the field's block mean), each Dice as `squared_error_dice`, whose optimum for a
-        soft target is that target (the soft Dice's shrinks the kidney). The result is still the template moved by an affine map
-        and an integrated field: the head's kidney made one smooth, unfolded copy of the template.
-        Usable in inference mode.
-
-        Adam for the 9 parameters; for the velocity, Adam's moments with one second moment for the
-        whole field: per-voxel normalisation would blow the vanishing gradients far from the
-        kidney up to full steps and grow the field everywhere.
-        """
-        if deformation.segmentation is None or deformation.velocity is None:
-            raise ValueError("refinement needs the coarse kidney head (segmentation_loss > 0)")
-        with torch.inference_mode(False), torch.enable_grad(), torch.autocast(deformation.velocity.device.type,
-                                                                              enabled=False):
-            target = deformation.segmentation.detach().float().clone()
-            velocity = deformation.velocity.detach().float().clone().requires_grad_(True)
-            scale = torch.tensor(PARAMETER_SCALE, device=velocity.device)  # steps in the heads' units
-            raw = (deformation.parameters.detach().float() / scale).requires_grad_(self.global_branch is not None)
-            optimiser = torch.optim.Adam([raw], lr=REFINE_LR) if raw.requires_grad else None
-            momentum, second = torch.zeros_like(velocity), 0.0
-            points = self.local_branch.block_centres()
-            template = self.template[None, None]
-            for step in range(1, steps + 1):
-                u = self.local_branch.displacement(velocity, block_mean=True)
-                g = transforms.matrix_from_parameters(raw * scale, self.centre)
-                placed = pull(template, apply_affine(g, points + u.permute(0, 2, 3, 4, 1)))
-                loss = squared_error_dice(placed, target) + 0.5 * self.config.penalty * u.pow(2).sum(1).mean()
-                if self.config.global_loss > 0:
-                    loss = loss + self.config.global_loss * squared_error_dice(pull(template, apply_affine(g, points)), target)
-                if optimiser is not None:
-                    optimiser.zero_grad(set_to_none=True)
-                velocity.grad = None
-                loss.backward()
-                if optimiser is not None:
-                    optimiser.step()
-                with torch.no_grad():
-                    momentum.mul_(0.9).add_(velocity.grad, alpha=0.1)
-                    second = 0.999 * second + 0.001 * float(velocity.grad.pow(2).mean())
-                    rms = math.sqrt(second / (1 - 0.999 ** step)) + 1e-12
-                    velocity -= REFINE_FIELD_LR * momentum / (1 - 0.9 ** step) / rms
-            with torch.no_grad():
-                return self.warp(raw.detach() * scale, velocity.detach(), target)
+                    placed = pull(template, apply_affine(g, self.local_branch.coarse_points()))
+            u = self.local_branch(features, placed)
+        with torch.autocast(bottleneck.device.type, enabled=False):
+            warped, grid = warp_template(template, g, u, frame=self.field_frame)
+        return Deformation(warped, params, g, u, grid)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.deform(image).probabilities
 
     def loss(self, deformation: Deformation, target: torch.Tensor) -> torch.Tensor:
-        """Dice loss (eq. 4.10) + λ/2·mean |u|² (eq. 4.11) [+ w·Dice loss of φ0∘G] [+ w_s·Dice loss
-        of the coarse kidney head against the label averaged to its grid].
+        """Dice loss (eq. 4.10) + λ/2·mean |u|² (eq. 4.11) [+ w·Dice loss of φ0∘G].
 
         The last term (not in the thesis, `global_loss` = w) asks G alone to place the template:
         with the Dice of the whole warp only, the field can do all the work and G stays near a
@@ -553,9 +426,6 @@ class TemplateNet(nn.Module):
             with torch.autocast(target.device.type, enabled=False):
                 placed, _ = warp_template(self.template[None, None], deformation.matrix, None)
             loss = loss + self.config.global_loss * unet.dice_loss(placed, target)
-        if deformation.segmentation is not None:
-            coarse_target = F.avg_pool3d(target.float(), 2 ** self.config.field_level)
-            loss = loss + self.config.segmentation_loss * unet.dice_loss(deformation.segmentation, coarse_target)
         if deformation.displacement is not None and self.config.penalty > 0:
             loss = loss + 0.5 * self.config.penalty * deformation.displacement.pow(2).sum(1).mean()
         return loss
@@ -587,12 +457,11 @@ class TemplateSegmenter:
     """cube (the network frame, any multiple of the template's shape) -> (probability cube, info).
 
     info: folded_fraction (share of voxels where det ∂ψ/∂p <= 0), min_jacobian, components (of
-    the probability >= 0.5 mask), the 9 global parameters by name, the template kind, the
-    test-time refinement steps. `refine_steps` None: the model's own setting.
+    the probability >= 0.5 mask), the 9 global parameters by name, the template kind.
     """
 
     def __init__(self, network: TemplateNet, meta: dict, device: torch.device,
-                 bf16: bool | None = None, channels_last: bool | None = None, refine_steps: int | None = None):
+                 bf16: bool | None = None, channels_last: bool | None = None):
         from SegTuneCore.device import capabilities
 
         caps = capabilities(device)
@@ -600,9 +469,6 @@ class TemplateSegmenter:
         self.meta = meta
         self.device = device
         self.bf16 = caps["bf16"] if bf16 is None else bf16  # the convolutions; the warp stays fp32
-        self.refine_steps = network.config.refine_steps if refine_steps is None else refine_steps
-        if self.refine_steps and network.segmentation_head is None:
-            raise SegTuneError(f"{self.refine_steps} refinement steps: this template model has no coarse kidney head")
         self.channels_last = caps["channels_last_3d"] if channels_last is None else channels_last
         if self.channels_last:
             self.network.body.to(memory_format=torch.channels_last_3d)
@@ -614,6 +480,8 @@ class TemplateSegmenter:
     def __call__(self, cube) -> tuple["np.ndarray", dict]:
         import numpy as np
         from scipy import ndimage
+
+        from SegTuneCore.errors import SegTuneError
 
         cube = np.asarray(cube)
         shape = self.network.config.template_shape
@@ -632,7 +500,7 @@ class TemplateSegmenter:
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last_3d)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                deformation = self.network.predict(x, self.refine_steps)
+                deformation = self.network.deform(x)
             det = jacobian_determinant(deformation.grid)
             probabilities = deformation.probabilities
             if factor > 1:
@@ -645,7 +513,6 @@ class TemplateSegmenter:
             "components": int(ndimage.label(probability >= 0.5)[1]),
             "parameters": dict(zip(PARAMETER_NAMES, (round(v, 6) for v in deformation.parameters[0].tolist()))),
             "template": self.network.config.template_kind,
-            "refine_steps": self.refine_steps,
         }
         return probability, info
 
@@ -656,6 +523,7 @@ def load_template_segmenter(entry_or_folder, device: torch.device | str = "auto"
     from pathlib import Path
 
     from SegTuneCore.device import select_device
+    from SegTuneCore.errors import SegTuneError
     from SegTuneCore.models import load_model
 
     from .inference import TASK

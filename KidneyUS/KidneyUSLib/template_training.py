@@ -174,7 +174,7 @@ def evaluate_cases(network: torch.nn.Module, cubes: training.CubeSet, device: to
             x = torch.from_numpy(np.ascontiguousarray(cubes.images[first:first + batch_size]))[:, None].to(device)
             y = torch.from_numpy(cubes.labels[first:first + batch_size])[:, None]
             if isinstance(network, TemplateNet):
-                deformation = network.predict(x)
+                deformation = network.deform(x)
                 probabilities = deformation.probabilities
                 folded += folded_fraction(deformation.grid).cpu().tolist()
                 parameters += deformation.parameters.cpu().tolist()
@@ -313,10 +313,6 @@ def train_from_args(args) -> int:
         raise SegTuneError("--global-loss must be >= 0 and needs the geometric branch (no --no-geometric)")
     if args.local_width < 1:
         raise SegTuneError("--local-width must be >= 1")
-    if args.segmentation_loss < 0 or (args.segmentation_loss > 0 and args.local_branch != "registration" and not args.init):
-        raise SegTuneError("--segmentation-loss must be >= 0 and needs --local-branch registration")
-    if args.refine_steps < 0 or (args.refine_steps > 0 and args.segmentation_loss <= 0):
-        raise SegTuneError("--refine-steps must be >= 0 and needs --segmentation-loss (the kidney head it refines toward)")
     if args.no_geometric and args.no_deformation:
         raise SegTuneError("--no-geometric and --no-deformation leave nothing to predict")
     if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0:
@@ -328,12 +324,8 @@ def train_from_args(args) -> int:
         body_init, architecture, extra = model_init(args.init, args.freeze_body)
         width, levels, dropout = architecture["width"], architecture["levels"], architecture.get("dropout", dropout)
         if body_init.whole:  # its architecture and template; the loss weights are this run's
-            resumed = TemplateConfig.from_dict(architecture)
-            if (args.segmentation_loss > 0) != (resumed.segmentation_loss > 0):
-                raise SegTuneError(f"--init {args.init}: --segmentation-loss adds or removes the coarse kidney head; "
-                                   f"give it > 0 exactly when the model has one ({resumed.segmentation_loss})")
-            resumed = dataclasses.replace(resumed, penalty=args.penalty, global_loss=args.global_loss,
-                                          segmentation_loss=args.segmentation_loss, refine_steps=args.refine_steps)
+            resumed = dataclasses.replace(TemplateConfig.from_dict(architecture), penalty=args.penalty,
+                                          global_loss=args.global_loss)
     factor = args.downsample
     reporter.log("preparing data")
     adults, adults_test = load_sets(args.adults, "adult", args)
@@ -356,8 +348,7 @@ def train_from_args(args) -> int:
                                 geometric=not args.no_geometric, deformation=not args.no_deformation,
                                 field_level=args.field_level, penalty=args.penalty, global_pooling=args.global_pooling,
                                 local_branch=args.local_branch, local_width=args.local_width,
-                                global_loss=args.global_loss, segmentation_loss=args.segmentation_loss,
-                                refine_steps=args.refine_steps,
+                                global_loss=args.global_loss,
                                 template_shape=tuple(int(n) for n in size), template_kind=kind)
     except ValueError as exc:
         raise SegTuneError(str(exc)) from None

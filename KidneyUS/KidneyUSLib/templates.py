@@ -55,12 +55,6 @@ def add_template_arguments(parser) -> None:
                        help="channels of the registration local branch")
     group.add_argument("--global-loss", type=float, default=0.0,
                        help="weight of a second Dice loss on the template moved by G alone (0: the thesis' loss)")
-    group.add_argument("--segmentation-loss", type=float, default=0.0,
-                       help="with --local-branch registration: weight of the Dice loss of a coarse kidney head "
-                            "whose probability the local branch also sees (0: no head)")
-    group.add_argument("--refine-steps", type=int, default=0,
-                       help="with --segmentation-loss: the model's test-time refinement steps toward its kidney head "
-                            "(0: none; segment and evaluate can override it)")
     group.add_argument("--freeze-body", action="store_true",
                        help="with --init: keep the U-Net body as trained, train only the global and local branches")
     group.add_argument("--feature-copies", type=int, default=3,

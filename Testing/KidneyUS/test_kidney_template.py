@@ -204,104 +204,6 @@ def test_loss_adds_the_dice_of_the_template_moved_by_g_alone(phantoms, kidney):
         tn.TemplateConfig(geometric=False, global_loss=1.0)
 
 
-def test_coarse_kidney_head_feeds_the_registration_branch_and_adds_its_dice(phantoms, kidney):
-    """segmentation_loss w_s: the head's probability is the FieldNet's third input, a fresh network
-    still returns the template, and the loss gains w_s·Dice loss of that probability against the
-    label averaged over 2x2x2 blocks (numpy reshape and a numpy soft Dice here)."""
-    template = templates.mask_template(kidney)
-    config = tn.TemplateConfig(width=2, template_shape=SHAPE, global_width=4, local_branch="registration",
-                               local_width=4, segmentation_loss=0.4, penalty=0.0)
-    net = tn.TemplateNet(config, torch.from_numpy(template)).eval()
-    seen = []
-    net.local_branch.field_conv.register_forward_hook(lambda module, inputs, output: seen.append(inputs))
-    image = torch.from_numpy(phantoms[0].images[1])[None, None]
-    target = torch.from_numpy(phantoms[0].labels[1]).float()[None, None]
-    with torch.no_grad():
-        d = net.deform(image)
-        loss = float(net.loss(d, target))
-    np.testing.assert_allclose(d.probabilities[0, 0].numpy(), template, atol=1e-5)  # zero field, G = identity
-    coarse = tuple(n // 2 for n in SHAPE)
-    assert len(seen[0]) == 3 and seen[0][2].shape == (1, 1, *coarse)
-    assert torch.equal(seen[0][2], d.segmentation)
-    p = d.segmentation[0, 0].double().numpy()
-    assert 0 < p.min() and p.max() < 1
-
-    def soft_dice_loss(a, b):
-        return 1 - (2 * (a * b).sum() + 1e-6) / (a.sum() + b.sum() + 1e-6)
-
-    y = target[0, 0].numpy().astype(np.float64)
-    y_coarse = y.reshape(coarse[0], 2, coarse[1], 2, coarse[2], 2).mean(axis=(1, 3, 5))
-    expected = soft_dice_loss(d.probabilities[0, 0].double().numpy(), y) + 0.4 * soft_dice_loss(p, y_coarse)
-    assert loss == pytest.approx(expected, abs=1e-5)
-    with pytest.raises(ValueError, match="segmentation loss"):
-        tn.TemplateConfig(segmentation_loss=1.0)  # the thesis' branch has no input for it
-    with pytest.raises(ValueError, match="segmentation loss"):
-        tn.TemplateConfig(local_branch="registration", segmentation_loss=-1.0)
-
-
-def test_field_block_mean_and_block_centres_are_those_of_avg_pool():
-    """What the refinement compares on the head's grid: LocalBranch.displacement(block_mean=True) is
-    the full-grid field averaged over 2x2x2 blocks (numpy reshape here), and block_centres are the
-    blocks' centres (trilinear sampling there of a volume is its block mean)."""
-    branch = tn.LocalBranch(3, SHAPE, (20, 20, 20), 2.0, steps=6)
-    torch.manual_seed(3)
-    velocity = torch.randn(1, 3, 20, 20, 20, dtype=torch.float32) * 0.5
-    with torch.no_grad():
-        full = branch.displacement(velocity)[0].double().numpy()
-        blocks = branch.displacement(velocity, block_mean=True)[0].double().numpy()
-    assert np.abs(full).max() > 0.3
-    np.testing.assert_allclose(blocks, full.reshape(3, 20, 2, 20, 2, 20, 2).mean(axis=(2, 4, 6)), atol=1e-5)
-    volume = torch.rand(1, 1, *SHAPE, dtype=torch.float64)
-    sampled = tn.pull(volume, branch.block_centres().double()[None])
-    np.testing.assert_allclose(sampled[0, 0].numpy(), volume[0, 0].numpy().reshape(20, 2, 20, 2, 20, 2).mean(axis=(1, 3, 5)),
-                               atol=1e-12)
-
-
-def test_squared_error_dice_is_the_dice_loss_on_masks_and_unbiased_on_soft_targets():
-    rng = np.random.default_rng(0)
-    a, b = rng.random((2, 1, 8, 8, 8)) > 0.6, rng.random((2, 1, 8, 8, 8)) > 0.6
-    masks = [torch.from_numpy(m.astype(np.float32)) for m in (a, b)]
-    expected = np.mean([(x ^ y).sum() / (2 * y.sum()) for x, y in zip(a, b)])
-    assert float(tn.squared_error_dice(*masks)) == pytest.approx(expected, rel=1e-5)
-    soft = torch.from_numpy(rng.random((1, 1, 8, 8, 8)).astype(np.float32))
-    sharper = (soft > 0.5).float()
-    assert float(tn.squared_error_dice(soft, soft)) == 0.0 < float(tn.squared_error_dice(sharper, soft))
-    from KidneyUSLib import unet
-    assert float(unet.dice_loss(sharper, soft)) < float(unet.dice_loss(soft, soft))  # why not the soft Dice
-
-
-def test_refinement_brings_the_template_onto_the_heads_probability(kidney):
-    """refine: from the network's answer, Adam steps on the parameters and the velocity until the
-    template warped onto the coarse grid matches the head's probability (here the template moved
-    by a known translation), G carrying the translation as the G loss asks; the result is still
-    one unfolded copy of the template, and it runs inside inference mode as the segmenter calls it."""
-    template = torch.from_numpy(templates.mask_template(kidney))
-    config = tn.TemplateConfig(width=2, template_shape=SHAPE, global_width=4, local_branch="registration",
-                               local_width=4, segmentation_loss=1.0, global_loss=1.0, refine_steps=40)
-    net = tn.TemplateNet(config, template).eval()
-    shift = np.eye(4)
-    shift[:3, 3] = (-3.0, 2.0, 0.0)  # pull form: the kidney moves by (+3, -2, 0) voxels
-    moved = torch.from_numpy(numpy_pull(template.double().numpy(), shift)).float()[None, None]
-    target = torch.nn.functional.avg_pool3d(moved, 2)
-    with torch.inference_mode():
-        d = net.deform(torch.randn(1, 1, *SHAPE))
-        d.segmentation = target  # what a trained head would say
-        refined = net.refine(d, config.refine_steps)
-        unchanged = net.refine(d, 0)
-    before = dice(d.probabilities[0, 0] > 0.5, moved[0, 0] > 0.5)
-    after = dice(refined.probabilities[0, 0] > 0.5, moved[0, 0] > 0.5)
-    assert before < 0.8 and after > 0.9
-    assert refined.parameters[0, 0] == pytest.approx(-3.0, abs=0.5) and refined.parameters[0, 1] == pytest.approx(2.0, abs=0.5)
-    assert float(tn.folded_fraction(refined.grid)[0]) == 0.0
-    assert ndimage.label(refined.probabilities[0, 0].numpy() > 0.5)[1] == 1
-    torch.testing.assert_close(unchanged.probabilities, d.probabilities, atol=1e-6, rtol=0)
-    with pytest.raises(ValueError, match="refinement steps"):
-        tn.TemplateConfig(local_branch="registration", refine_steps=5)  # no head to refine toward
-    headless = tn.TemplateNet(tn.TemplateConfig(width=2, template_shape=SHAPE, global_width=4), template)
-    with pytest.raises(SegTuneError, match="no coarse kidney head"):
-        tn.TemplateSegmenter(headless, {}, torch.device("cpu"), False, False, refine_steps=5)
-
-
 def test_warp_is_differentiable_gradcheck():
     torch.manual_seed(0)
     shape = (4, 5, 6)
@@ -547,7 +449,7 @@ def test_train_command_options_train_a_template_model(tmp_path, capsys):
     args = parser.parse_args(["--adults", "2", "--children", "1", "--test-adults", "1", "--test-children", "1",
                               "--epochs", "1", "--width", "2", "--downsample", "2", "--output", str(out), "--json",
                               "--progress", "quiet", "--template", "mean", "--local-branch", "registration",
-                              "--local-width", "4", "--global-loss", "0.5", "--segmentation-loss", "0.5"])
+                              "--local-width", "4", "--global-loss", "0.5"])
     args.method = "template"
     assert train_from_args(args) == 0
     result = json.loads(capsys.readouterr().out)
@@ -555,10 +457,9 @@ def test_train_command_options_train_a_template_model(tmp_path, capsys):
     meta = json.loads((out / "model.json").read_text())
     assert meta["architecture"]["template_shape"] == [40, 40, 40] and meta["architecture"]["template_kind"] == "mean"
     assert meta["architecture"]["local_branch"] == "registration" and meta["architecture"]["local_width"] == 4
-    assert meta["architecture"]["global_loss"] == 0.5 and meta["architecture"]["segmentation_loss"] == 0.5
+    assert meta["architecture"]["global_loss"] == 0.5
     segmenter = tn.load_template_segmenter(out, "cpu", bf16=False, channels_last=False)
     assert isinstance(segmenter.network.local_branch.field_conv, tn.FieldNet)
-    assert segmenter.network.segmentation_head is not None
     trained = segmenter.network.local_branch.field_conv.out.weight
     assert trained.abs().max() > 0  # the field's last convolution left zero: it trained
     _, info = segmenter(np.zeros((40, 40, 40), np.float32))
@@ -588,8 +489,6 @@ def test_init_with_a_template_model_continues_training_it(tmp_path, capsys):
     assert train("--width", "2", "--downsample", "2", "--output", str(small)) == 0
     with pytest.raises(SegTuneError, match=r"takes \(40, 40, 40\) cubes"):
         train("--init", str(small), "--output", str(second))
-    with pytest.raises(SegTuneError, match="coarse kidney head"):
-        train("--init", str(first), "--segmentation-loss", "1", "--output", str(second))
     assert not second.exists()
     assert train("--init", str(first), "--global-loss", "0.3", "--output", str(second)) == 0
     capsys.readouterr()
@@ -695,8 +594,6 @@ def test_cli_refuses_bad_input(tmp_path):
     assert coarse.returncode == 2 and "--downsample 1" in coarse.stderr and not (tmp_path / "d").exists()
     lazy = run_module("--adults", "2", "--no-geometric", "--global-loss", "1", "--output", str(tmp_path / "g"))
     assert lazy.returncode == 2 and "--global-loss" in lazy.stderr and not (tmp_path / "g").exists()
-    headless = run_module("--adults", "2", "--segmentation-loss", "1", "--output", str(tmp_path / "s"))
-    assert headless.returncode == 2 and "--segmentation-loss" in headless.stderr and not (tmp_path / "s").exists()
     foreign = run_module("--adults", "2", "--init", "v999", "--output", str(tmp_path / "v"))
     assert foreign.returncode != 0 and "v999" in foreign.stderr and not (tmp_path / "v").exists()
 
@@ -736,7 +633,6 @@ def test_command_line_defaults_are_the_configuration_defaults():
     parser = argparse.ArgumentParser()
     templates.add_template_arguments(parser)
     assert parser.parse_args([]).global_loss == tn.TemplateConfig.global_loss
-    assert parser.parse_args([]).segmentation_loss == tn.TemplateConfig.segmentation_loss
 
 
 def test_attention_pooling_starts_as_average_pooling_and_is_a_softmax_weighted_vote():
@@ -786,8 +682,7 @@ def test_segment_command_with_a_template_model_reports_folding(tmp_path):
     model = tmp_path / "model"
     trained = run_module("--adults", "2", "--children", "1", "--test-adults", "1", "--test-children", "1",
                          "--epochs", "1", "--width", "2", "--downsample", "2", "--output", str(model),
-                         "--local-branch", "registration", "--local-width", "4", "--segmentation-loss", "1",
-                         "--refine-steps", "3", "--progress", "quiet")
+                         "--progress", "quiet")
     assert trained.returncode == 0, trained.stderr
     volume, _ = generate_phantom("adult", 5, size=(96, 96, 96), spacing=(1.0, 1.0, 1.0))
     write_volume(volume, tmp_path / "us.nrrd")
@@ -797,18 +692,12 @@ def test_segment_command_with_a_template_model_reports_folding(tmp_path):
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     assert 0.0 <= summary["template"]["folded_fraction"] < 1.0 and summary["template"]["components"] >= 0
-    assert summary["template"]["refine_steps"] == 3  # the model's own setting
     labels, segments = read_segmentation(tmp_path / "k.seg.nrrd")
     assert [s.name for s in segments] == ["Kidney"] and labels.array.shape == volume.array.shape
     refused = subprocess.run([sys.executable, "-m", "KidneyUSLib", "segment", str(tmp_path / "us.nrrd"), "--output",
                               str(tmp_path / "u.seg.nrrd"), "--method", "unet", "--model", str(model)],
                              capture_output=True, text=True, timeout=300)
     assert refused.returncode != 0 and not (tmp_path / "u.seg.nrrd").exists()
-    unet_refined = subprocess.run([sys.executable, "-m", "KidneyUSLib", "segment", str(tmp_path / "us.nrrd"), "--output",
-                                   str(tmp_path / "r.seg.nrrd"), "--method", "unet", "--refine-steps", "2"],
-                                  capture_output=True, text=True, timeout=300)
-    assert unet_refined.returncode != 0 and "template models only" in unet_refined.stderr
-    assert unet_refined.stderr.strip().count("\n") == 0 and not (tmp_path / "r.seg.nrrd").exists()
 
 
 def test_bench_template_times_both_segmenters_and_reports_their_ratio():
@@ -852,7 +741,7 @@ def test_experiment_template_trains_each_row_and_writes_the_table_and_figure(tmp
         assert all(0 <= d <= 1 for d in run["adults"]["dice"] + run["children"]["dice"])
     registration = results["runs"]["geometric+registration"][0]["parameters"]
     thesis = results["runs"]["geometric+deformation"][0]["parameters"]
-    assert registration > thesis  # the FieldNet and the kidney head
+    assert registration > thesis  # the FieldNet
     table = (tmp_path / "out" / "table.md").read_text()
     assert experiments_template.METHODS["geometric+registration"] in table and table.count("\n") == 4
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
