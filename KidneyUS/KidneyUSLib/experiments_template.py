@@ -4,11 +4,12 @@ Rows (all trained jointly on adults and children, children oversampled, same dat
 3D U-Net without augmentation, 3D U-Net with the Table 4.1 augmentation, deformation only,
 geometric transform + deformation (template: one adult mask used nowhere else), the same with
 the aligned mean shape as template, and (not in the thesis) the registration local branch with
-the Dice of φ0∘G and attention pooling (docs/KidneyUS-template.md). Columns: Dice adults and children (mean ± std over seeds of
-the per-seed mean over the held-out phantoms), share of outputs that are one connected component,
-and for the template rows the largest folded-voxel fraction. Fig. 4.4: the 9 global parameters
-predicted on the held-out phantoms, adults (red) vs children (blue), for the first seed of the
-geometric + deformation row, and their correlations (§4.6 found them strongly correlated).
+the Dice of φ0∘G and attention pooling (docs/KidneyUS-template.md). Columns: Dice adults and
+children (mean ± std over seeds of the per-seed mean over the held-out phantoms), share of
+outputs that are one connected component, and for the template rows the largest folded-voxel
+fraction. Fig. 4.4: the 9 global parameters predicted on the held-out phantoms, adults (red) vs
+children (blue), for the first seed of the geometric + deformation row, and their correlations
+(§4.6 found them strongly correlated).
 
 Results are written after every run (a killed experiment keeps what it finished).
 """
