@@ -14,6 +14,9 @@ every voxel p of the output cube, with
   `local_branch="registration"` (not in the thesis) predicts v instead with a small two-level
   convolution net from the features *and the template as G placed it*, and lets L act on the
   image grid where those features are: ψ = G∘L, ψ(p) = G(p + u(p)) (Mory et al. 2012's order).
+`probability_input` (not in the thesis) runs the body to the U-Net's own output layer and gives
+its kidney probability to both branches, so the template is fitted to what the U-Net sees while
+keeping the template's topology.
 Both heads start at zero, so a fresh network returns the template itself.
 
 The loss is Dice + λ/2·mean|u|² (eq. 4.10 plus the L2 penalty of eq. 4.11). `jacobian_determinant`
@@ -61,6 +64,7 @@ class TemplateConfig:
     local_branch: str = "thesis"  # "thesis": one conv, ψ = L∘G; "registration": FieldNet, ψ = G∘L
     local_width: int = DEFAULT_LOCAL_WIDTH  # channels of the registration branch's FieldNet
     global_loss: float = 0.0      # weight of the Dice of φ0∘G alone (0: the thesis' loss only)
+    probability_input: bool = False  # the body runs to the U-Net's output; its probability feeds both branches
 
     def __post_init__(self):
         if not (self.geometric or self.deformation):
@@ -105,11 +109,13 @@ class Deformation:
 
 
 class UNetBody(nn.Module):
-    """The U-Net of unet.py (same blocks and widths) cut at the decoder level of the field."""
+    """The U-Net of unet.py (same blocks and widths) cut at the decoder level of the field, or
+    whole, output layer included, with `probability_input`."""
 
     def __init__(self, config: TemplateConfig):
         super().__init__()
         w, n = config.width, config.levels
+        self.field_level = config.field_level
         self.encoders = nn.ModuleList()
         in_ch = 1
         for level in range(n):
@@ -118,27 +124,40 @@ class UNetBody(nn.Module):
             in_ch = out
         self.bottleneck_channels = in_ch
         self.decoders = nn.ModuleList()
-        if config.deformation:
-            for level in reversed(range(config.field_level, n - 1)):
-                out = w * 2 ** (level + 1)
-                self.decoders.append(nn.ModuleList([ConvBlock(in_ch + out, out), ConvBlock(out, out)]))
-                in_ch = out
-        self.field_channels = in_ch
+        lowest = 0 if config.probability_input else config.field_level if config.deformation else n - 1
+        for level in reversed(range(lowest, n - 1)):
+            out = w * 2 ** (level + 1)
+            self.decoders.append(nn.ModuleList([ConvBlock(in_ch + out, out), ConvBlock(out, out)]))
+            in_ch = out
+        self.field_channels = w * 2 ** (config.field_level + 1)
+        # named as the U-Net's output layer, so load_body_from_unet copies it
+        self.head = nn.Conv3d(in_ch, 1, 1) if config.probability_input else None
         self.dropout = nn.Dropout3d(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(bottleneck features, features at the field level)."""
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(bottleneck features, features at the field level[, the U-Net's kidney probability])."""
         skips = []
         for level, (first, second) in enumerate(self.encoders):
             if level:
                 x = F.max_pool3d(x, 2)
             x = self.dropout(second(first(x)))
             skips.append(x)
-        bottleneck = x
-        for (first, second), skip in zip(self.decoders, reversed(skips[:-1])):
+        bottleneck = field = x
+        for level, ((first, second), skip) in zip(reversed(range(len(skips) - 1)), zip(self.decoders, reversed(skips[:-1]))):
             x = F.interpolate(x, scale_factor=2, mode="nearest")
             x = self.dropout(second(first(torch.cat([x, skip], dim=1))))
-        return bottleneck, x
+            if level == self.field_level:
+                field = x
+        if self.head is None:
+            return bottleneck, field
+        return bottleneck, field, torch.sigmoid(self.head(x).float())
+
+
+def space_to_depth(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """[B, C, D, H, W] -> [B, C·factor³, D/f, H/f, W/f]: every f³ block as channels, losslessly."""
+    b, c, d, h, w = x.shape
+    x = x.reshape(b, c, d // factor, factor, h // factor, factor, w // factor, factor)
+    return x.permute(0, 1, 3, 5, 7, 2, 4, 6).reshape(b, c * factor ** 3, d // factor, h // factor, w // factor)
 
 
 def _zero_conv(in_channels: int, out_channels: int, kernel: int) -> nn.Conv3d:
@@ -366,11 +385,13 @@ class TemplateNet(nn.Module):
         super().__init__()
         self.config = config
         self.body = UNetBody(config)
-        self.global_branch = (GlobalBranch(self.body.bottleneck_channels, config.global_width, config.global_pooling)
-                              if config.geometric else None)
+        extra = (1, 8 ** config.field_level) if config.probability_input else (0, 0)  # probability channels
+        self.global_branch = (GlobalBranch(self.body.bottleneck_channels + extra[0], config.global_width,
+                                           config.global_pooling) if config.geometric else None)
         coarse = tuple(n // 2 ** config.field_level for n in config.template_shape)
-        self.local_branch = (LocalBranch(self.body.field_channels, config.template_shape, coarse, config.field_sigma,
-                                         config.integration_steps, self.field_net_width) if config.deformation else None)
+        self.local_branch = (LocalBranch(self.body.field_channels + extra[1], config.template_shape, coarse,
+                                         config.field_sigma, config.integration_steps, self.field_net_width)
+                             if config.deformation else None)
         if template is None:
             template = torch.zeros(config.template_shape)
         template = torch.as_tensor(template, dtype=torch.float32)
@@ -391,8 +412,19 @@ class TemplateNet(nn.Module):
             raise ValueError(f"input {tuple(image.shape[2:])} must have the template's shape {self.config.template_shape}")
         return self.deform_features(*self.body(image))
 
-    def deform_features(self, bottleneck: torch.Tensor, features: torch.Tensor) -> Deformation:
-        """The two branches and the warp on the body's output (a frozen body's output can be cached)."""
+    def deform_features(self, bottleneck: torch.Tensor, features: torch.Tensor,
+                        probability: torch.Tensor | None = None) -> Deformation:
+        """The two branches and the warp on the body's output (a frozen body's output can be cached).
+
+        With `probability_input` the U-Net's kidney probability joins the bottleneck (averaged to
+        its grid) and the field features (each 2^field_level block as channels: no detail lost).
+        """
+        if self.config.probability_input:
+            if probability is None:
+                raise ValueError("this template network's branches take the U-Net's probability")
+            probability = probability.to(bottleneck.dtype)
+            bottleneck = torch.cat([bottleneck, F.avg_pool3d(probability, self.config.divisor)], dim=1)
+            features = torch.cat([features, space_to_depth(probability, 2 ** self.config.field_level)], dim=1)
         if self.global_branch is not None:
             params = self.global_branch(bottleneck)
         else:

@@ -80,9 +80,9 @@ def body_is_frozen(network: torch.nn.Module) -> bool:
 
 def cache_body_features(network: TemplateNet, train_sets: Sequence[training.CubeSet], settings: TemplateTrainSettings,
                         device: torch.device, voxel_mm: float, bf16: bool, rng: np.random.Generator) -> list[tuple]:
-    """Per set: (bottlenecks, field features, labels) of every item and of `feature_copies - 1`
-    augmented copies of it (Table 4.1), computed once by the frozen body and kept in bf16 on the
-    host; the thesis, too, drew its augmented copies before training."""
+    """Per set: (bottlenecks, field features[, U-Net probabilities], labels) of every item and of
+    `feature_copies - 1` augmented copies of it (Table 4.1), computed once by the frozen body and
+    kept in bf16 on the host; the thesis, too, drew its augmented copies before training."""
     batching = training.TrainSettings(augment=0.0, crop=None)
     network.body.eval()
     cache = []
@@ -95,9 +95,8 @@ def cache_body_features(network: TemplateNet, train_sets: Sequence[training.Cube
                                                batching, rng)
                     if copy:
                         x, y = augment(x, y, rng, voxel_mm, settings.augment)
-                    bottleneck, features = network.body(x.to(device))
-                    parts.append((bottleneck.to("cpu", torch.bfloat16), features.to("cpu", torch.bfloat16),
-                                  y.to(torch.uint8)))
+                    outputs = network.body(x.to(device))
+                    parts.append((*(o.to("cpu", torch.bfloat16) for o in outputs), y.to(torch.uint8)))
             cache.append(tuple(torch.cat(column) for column in zip(*parts)))
     return cache
 
@@ -119,7 +118,7 @@ def train_model(network: torch.nn.Module, train_sets: Sequence[training.CubeSet]
     network.to(device)
     optimiser = torch.optim.Adam([p for p in network.parameters() if p.requires_grad], lr=settings.lr)
     cache = cache_body_features(network, train_sets, settings, device, voxel_mm, bf16, rng) if body_is_frozen(network) else None
-    sizes = [len(c[2]) for c in cache] if cache is not None else [len(s) for s in train_sets]
+    sizes = [len(c[-1]) for c in cache] if cache is not None else [len(s) for s in train_sets]
     batching = training.TrainSettings(augment=0.0, crop=None)
     history = training.History()
     started = time.perf_counter()
@@ -132,10 +131,10 @@ def train_model(network: torch.nn.Module, train_sets: Sequence[training.CubeSet]
         for first in range(0, len(order), settings.batch_size):
             items = order[first:first + settings.batch_size]
             if cache is not None:
-                bottleneck, features, y = (torch.stack([cache[s][column][i] for s, i in items]).to(device).float()
-                                           for column in range(3))
+                *outputs, y = (torch.stack([cache[s][column][i] for s, i in items]).to(device).float()
+                               for column in range(len(cache[0])))
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    loss = network.loss(network.deform_features(bottleneck, features), y)
+                    loss = network.loss(network.deform_features(*outputs), y)
             else:
                 x, y = training.make_batch(train_sets, items, batching, rng)
                 x, y = x.to(device), y.to(device)
@@ -348,7 +347,7 @@ def train_from_args(args) -> int:
                                 geometric=not args.no_geometric, deformation=not args.no_deformation,
                                 field_level=args.field_level, penalty=args.penalty, global_pooling=args.global_pooling,
                                 local_branch=args.local_branch, local_width=args.local_width,
-                                global_loss=args.global_loss,
+                                global_loss=args.global_loss, probability_input=args.probability_input,
                                 template_shape=tuple(int(n) for n in size), template_kind=kind)
     except ValueError as exc:
         raise SegTuneError(str(exc)) from None

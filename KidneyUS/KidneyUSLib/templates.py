@@ -55,6 +55,9 @@ def add_template_arguments(parser) -> None:
                        help="channels of the registration local branch")
     group.add_argument("--global-loss", type=float, default=0.0,
                        help="weight of a second Dice loss on the template moved by G alone (0: the thesis' loss)")
+    group.add_argument("--probability-input", action="store_true",
+                       help="run the body to the U-Net's output and give its kidney probability to both "
+                            "branches (with --init UNET: the template is fitted to what the U-Net sees)")
     group.add_argument("--freeze-body", action="store_true",
                        help="with --init: keep the U-Net body as trained, train only the global and local branches")
     group.add_argument("--feature-copies", type=int, default=3,

@@ -521,6 +521,46 @@ def test_body_from_a_unet_computes_the_unets_own_features():
         network.load_body_from_unet(other)
 
 
+def test_probability_input_body_gives_the_unets_own_probability_to_both_branches():
+    """probability_input: the body loaded from a U-Net returns that U-Net's sigmoid output
+    (UNet3D's own forward), each 2x2x2 block of it reaches the field branch as 8 channels (checked
+    against a numpy loop), and zero-initialised branches still return the template exactly."""
+    from KidneyUSLib import unet
+
+    torch.manual_seed(0)
+    source = unet.UNet3D(unet.UNetConfig(width=2, levels=3, dropout=0.0)).eval()
+    config = tn.TemplateConfig(width=2, levels=3, dropout=0.0, template_shape=(16, 16, 16), local_branch="registration",
+                               local_width=4, probability_input=True)
+    template = torch.from_numpy(templates.mask_template(np.pad(np.ones((6, 8, 4), bool), ((5, 5), (4, 4), (6, 6)))))
+    network = tn.TemplateNet(config, template).eval()
+    assert network.load_body_from_unet(source.state_dict()) == len(network.body.state_dict())
+    assert "head.weight" in network.body.state_dict()
+    x = torch.randn(2, 1, 16, 16, 16)
+    with torch.no_grad():
+        bottleneck, features, probability = network.body(x)
+        torch.testing.assert_close(probability, source(x))
+        deformation = network.deform(x)
+    torch.testing.assert_close(deformation.probabilities, template.expand(2, 1, 16, 16, 16), atol=1e-5, rtol=0)
+
+    blocks = tn.space_to_depth(probability, 2).numpy()
+    p = probability.numpy()
+    expected = np.empty((2, 8, 8, 8, 8), np.float32)
+    for i, (dz, dy, dx) in enumerate(np.ndindex(2, 2, 2)):
+        expected[:, i] = p[:, 0, dz::2, dy::2, dx::2]
+    np.testing.assert_array_equal(blocks, expected)
+    seen = []
+    network.local_branch.field_conv.reduce.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    network.global_branch.blocks.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    with torch.no_grad():
+        network.deform(x)
+    global_input, field_input = seen  # the global branch runs first
+    block_means = p[:, 0].reshape(2, 4, 4, 4, 4, 4, 4).mean(axis=(2, 4, 6))  # 4x4x4 blocks: the bottleneck grid
+    np.testing.assert_allclose(global_input[:, bottleneck.shape[1]].numpy(), block_means, atol=1e-6)
+    np.testing.assert_array_equal(field_input[:, features.shape[1]:].numpy(), expected)
+    with pytest.raises(ValueError, match="probability"):
+        network.deform_features(bottleneck, features)
+
+
 def test_train_template_from_a_unet_with_a_frozen_body(tmp_path):
     """`train --method template --init UNET --freeze-body`: width and levels come from the U-Net,
     the body stays the U-Net's exactly, the branches train, model.json names the U-Net."""
@@ -538,13 +578,14 @@ def test_train_template_from_a_unet_with_a_frozen_body(tmp_path):
     source_dir = training.save_network(tmp_path / "unet", source.eval(),
                                        {"task": segmentation.TASK, "architecture": source.config.to_dict()})
     out = tmp_path / "template"
-    trained = run_module("--init", str(source_dir), "--freeze-body", "--adults", "2", "--children", "1",
+    trained = run_module("--init", str(source_dir), "--freeze-body", "--probability-input", "--adults", "2", "--children", "1",
                          "--epochs", "1", "--width", "8", "--lr", "0.05", "--output", str(out), "--progress", "quiet")
     assert trained.returncode == 0, trained.stderr
     meta = json.loads((out / "model.json").read_text())
     assert meta["architecture"]["width"] == 2 and meta["architecture"]["levels"] == 2
-    assert meta["initial_model"]["body_frozen"] is True
+    assert meta["initial_model"]["body_frozen"] is True and meta["architecture"]["probability_input"] is True
     tensors = load_file(out / "weights.safetensors")
+    assert "body.head.weight" in tensors  # the U-Net's output layer, kept too
     reference = source.state_dict()
     body = {k[len("body."):]: v for k, v in tensors.items() if k.startswith("body.")}
     assert body and all(torch.equal(v.reshape(reference[k].shape), reference[k]) for k, v in body.items())
@@ -552,27 +593,31 @@ def test_train_template_from_a_unet_with_a_frozen_body(tmp_path):
     assert heads and heads[0].abs().sum() > 0  # started at zero, trained
 
 
-def test_frozen_body_features_are_cached_once_with_augmented_copies(phantoms):
+@pytest.mark.parametrize("probability_input", [False, True])
+def test_frozen_body_features_are_cached_once_with_augmented_copies(phantoms, probability_input):
     """cache_body_features: the first copy of every item is the body's output on the item itself
-    (recomputed here), the others are augmented; branches trained on the cache see the right labels."""
+    (recomputed here; with probability_input the U-Net's probability too), the others are
+    augmented; branches trained on the cache see the right labels."""
     from KidneyUSLib.template_training import body_is_frozen, cache_body_features
 
     torch.manual_seed(0)
     adults, children = phantoms
-    network = tn.TemplateNet(tn.TemplateConfig(width=2, levels=2, dropout=0.0, template_shape=SHAPE),
+    network = tn.TemplateNet(tn.TemplateConfig(width=2, levels=2, dropout=0.0, template_shape=SHAPE,
+                                               probability_input=probability_input),
                              torch.from_numpy(templates.mask_template(adults.labels[0])))
     network.body.requires_grad_(False)
     assert body_is_frozen(network)
     settings = TemplateTrainSettings(feature_copies=2)
     cache = cache_body_features(network, [adults, children], settings, torch.device("cpu"), 8.0, False,
                                 np.random.default_rng(0))
-    assert [len(c[2]) for c in cache] == [2 * len(adults), 2 * len(children)]
+    assert [len(c[-1]) for c in cache] == [2 * len(adults), 2 * len(children)]
     with torch.no_grad():
-        bottleneck, features = network.body(torch.from_numpy(children.images[:1])[:, None])
-    torch.testing.assert_close(cache[1][0][0].float(), bottleneck[0], atol=0.05, rtol=0.02)  # stored in bf16
-    torch.testing.assert_close(cache[1][1][0].float(), features[0], atol=0.05, rtol=0.02)
-    assert torch.equal(cache[1][2][0, 0], torch.from_numpy(children.labels[0]).to(torch.uint8))
-    assert not torch.equal(cache[0][2][len(adults)], cache[0][2][0])  # the augmented copy moved
+        outputs = network.body(torch.from_numpy(children.images[:1])[:, None])
+    assert len(cache[1]) == len(outputs) + 1 == (4 if probability_input else 3)
+    for cached, computed in zip(cache[1], outputs):  # stored in bf16
+        torch.testing.assert_close(cached[0].float(), computed[0], atol=0.05, rtol=0.02)
+    assert torch.equal(cache[1][-1][0, 0], torch.from_numpy(children.labels[0]).to(torch.uint8))
+    assert not torch.equal(cache[0][-1][len(adults)], cache[0][-1][0])  # the augmented copy moved
     history = train_model(network, [adults, children], TemplateTrainSettings(epochs=2, batch_size=2, lr=0.01,
                                                                              feature_copies=2),
                           torch.device("cpu"), voxel_mm=8.0)
@@ -632,7 +677,9 @@ def test_command_line_defaults_are_the_configuration_defaults():
 
     parser = argparse.ArgumentParser()
     templates.add_template_arguments(parser)
-    assert parser.parse_args([]).global_loss == tn.TemplateConfig.global_loss
+    defaults = parser.parse_args([])
+    assert defaults.global_loss == tn.TemplateConfig.global_loss
+    assert defaults.probability_input == tn.TemplateConfig.probability_input
 
 
 def test_attention_pooling_starts_as_average_pooling_and_is_a_softmax_weighted_vote():
