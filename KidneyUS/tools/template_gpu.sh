@@ -5,7 +5,8 @@
 #      channels_last_3d and a CUDA graph (target <= 3 ms on an H100): $OUT/kidney-bench-compile.json
 #   2. the template segmenter at full scale: its body from the bundled U-Net, trained end to end
 #      (FREEZE=1: body frozen, features cached, as on the CPU; registration local branch and
-#      the Dice of φ0∘G in the loss unless LOCAL_BRANCH / GLOBAL_LOSS say otherwise), then `evaluate` on EVAL + EVAL
+#      the Dice of φ0∘G in the loss, the U-Net's probability as an input of both branches, unless
+#      LOCAL_BRANCH / GLOBAL_LOSS / PROBABILITY_INPUT=0 say otherwise), then `evaluate` on EVAL + EVAL
 #      held-out native phantoms against the bundled U-Net (Dice, paired difference, one
 #      component, folded voxels): $OUT/kidney-template/, $OUT/kidney-template-evaluate.{json,md}
 # Needs only python3 with torch, numpy, scipy and safetensors; the repository goes on PYTHONPATH.
@@ -25,7 +26,8 @@ else
 fi
 : "${TOTAL_SECONDS:=480}" "${FREEZE:=0}" "${LR:=1e-3}" "${BATCH:=4}" "${SEED:=1}"
 : "${EVAL_SEED:=3000000}"  # the 100 held-out phantoms of the CPU results in docs/KidneyUS-template.md
-: "${LOCAL_BRANCH:=registration}" "${GLOBAL_LOSS:=1}"  # the CPU's best; thesis: LOCAL_BRANCH=thesis GLOBAL_LOSS=0
+: "${LOCAL_BRANCH:=registration}" "${GLOBAL_LOSS:=1}" "${PROBABILITY_INPUT:=1}"  # the CPU's best
+# the thesis' network: LOCAL_BRANCH=thesis GLOBAL_LOSS=0 PROBABILITY_INPUT=0
 export KIDNEYUS_PHANTOM_CACHE="${KIDNEYUS_PHANTOM_CACHE:-${TMPDIR:-/tmp}/kidney-phantom-cache}"
 START=$(date +%s)
 left() { echo $(( TOTAL_SECONDS - ($(date +%s) - START) )); }
@@ -37,9 +39,10 @@ timeout 150 "$PY" -m KidneyUSLib bench forward $BENCH_ARGS --device "$DEVICE" --
 BENCH_RC=$?
 echo "bench exit $BENCH_RC after $(( $(date +%s) - START )) s" | tee -a "$LOG"
 
-FREEZE_ARGS=()
-[ "$FREEZE" = 1 ] && FREEZE_ARGS=(--freeze-body --feature-copies 3)
-timeout $(( $(left) - 120 )) "$PY" -m KidneyUSLib train --method template --init unet-default "${FREEZE_ARGS[@]}" \
+TEMPLATE_ARGS=()
+[ "$FREEZE" = 1 ] && TEMPLATE_ARGS=(--freeze-body --feature-copies 3)
+[ "$PROBABILITY_INPUT" = 1 ] && TEMPLATE_ARGS+=(--probability-input)
+timeout $(( $(left) - 120 )) "$PY" -m KidneyUSLib train --method template --init unet-default "${TEMPLATE_ARGS[@]}" \
   --global-pooling attention --local-branch "$LOCAL_BRANCH" --global-loss "$GLOBAL_LOSS" --adults "$ADULTS" --children "$CHILDREN" --native-fraction 0.5 \
   --test-adults "$TESTS" --test-children "$TESTS" --test-native --batch-size "$BATCH" --lr "$LR" \
   --epochs "$EPOCHS" --time-budget "$TRAIN_SECONDS" --workers "$WORKERS" --device "$DEVICE" --seed "$SEED" \
