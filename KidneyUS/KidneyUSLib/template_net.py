@@ -143,7 +143,7 @@ class UNetBody(nn.Module):
             x = self.dropout(second(first(x)))
             skips.append(x)
         bottleneck = field = x
-        for level, ((first, second), skip) in zip(reversed(range(len(skips) - 1)), zip(self.decoders, reversed(skips[:-1]))):
+        for level, (first, second), skip in zip(reversed(range(len(skips) - 1)), self.decoders, reversed(skips[:-1])):
             x = F.interpolate(x, scale_factor=2, mode="nearest")
             x = self.dropout(second(first(torch.cat([x, skip], dim=1))))
             if level == self.field_level:
