@@ -1,10 +1,12 @@
 """`python -m KidneyUSLib bench [forward|segment|all]`: 80^3 forward latency and end-to-end segment time.
 
 forward: the U-Net on one 80^3 cube, fp32 eager (the baseline) against bf16 autocast +
-channels_last_3d in the same run; on CUDA also that with a captured CUDA graph and, with
---compile, torch.compile. Each row gives the median latency, the speed-up over the baseline,
-the convolution FLOPs (counted from the layers that ran) and the achieved TFLOP/s; with a known
-peak (H100/H200 bf16 dense: 989 TFLOP/s, or --peak-tflops) also the compute floor.
+channels_last_3d and against the inference form (`unet_inference`: batch norm folded, no
+upsampled tensor) in the same run; on CUDA also as captured CUDA graphs and, with --compile,
+the inference form through torch.compile. Each row gives the median latency, the speed-up over
+the baseline, the convolution FLOPs that ran, the achieved TFLOP/s and the largest probability
+difference from the baseline; with a known peak (H100/H200 bf16 dense: 989 TFLOP/s, or
+--peak-tflops) also the compute floor of the network as trained.
 segment: a 200^3 native adult phantom through the whole pipeline (canonical frame, 4 mm cube,
 network, back to the native grid, threshold, largest component), in memory.
 """
@@ -34,23 +36,15 @@ def configure(parser) -> None:
 
 
 def conv_flops(network, shape) -> int:
-    """FLOPs (2 per multiply-add) of every Conv3d that runs on one input of `shape` (D, H, W)."""
+    """FLOPs (2 per multiply-add) of every convolution that runs on one input of `shape` (D, H, W),
+    functional ones included (torch's FLOP counter sees the aten calls)."""
     import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
-    total = [0]
-
-    def count(module, inputs, output):
-        kernel = module.weight[0].numel()  # in_channels/groups · k³
-        total[0] += 2 * output.numel() * kernel
-
-    hooks = [m.register_forward_hook(count) for m in network.modules() if isinstance(m, torch.nn.Conv3d)]
-    try:
-        with torch.no_grad():
-            network(torch.zeros((1, 1, *shape), device=next(network.parameters()).device))
-    finally:
-        for h in hooks:
-            h.remove()
-    return total[0]
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        network(torch.zeros((1, 1, *shape), device=next(network.parameters()).device))
+    return counter.get_total_flops()
 
 
 def _timed(run, repeats: int, sync) -> float:
@@ -77,74 +71,98 @@ def _peak(device, args) -> float | None:
     return None
 
 
+def _captured(run, static_input):
+    """A CUDA graph of run(static_input), warmed up on a side stream; returns its replay."""
+    import torch
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            run(static_input)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        output = run(static_input)
+    return lambda: (graph.replay(), output)[1]
+
+
 def bench_forward(label: str, network, device, args) -> list[dict]:
+    """The network as trained (fp32 eager: the baseline; bf16 + channels_last_3d) and its
+    inference form (`unet_inference`, for plain U-Nets), on CUDA also as CUDA graphs and, with
+    --compile, the inference form through torch.compile. Each row records the largest probability
+    difference from the baseline, so a fast mode that computes something else shows."""
     import copy
 
     import torch
 
     from SegTuneCore.device import capabilities
 
+    from .unet import UNet3D
+    from .unet_inference import InferenceUNet3D
+
     repeats = args.repeats or (50 if device.type == "cuda" else 5)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     network = network.to(device).eval()
-    flops = conv_flops(network, (80, 80, 80))
     peak = _peak(device, args)
     x = torch.randn(1, 1, 80, 80, 80, device=device)
+    xc = x.contiguous(memory_format=torch.channels_last_3d)
     rows = []
+    trained_gflop = conv_flops(network, (80, 80, 80)) / 1e9
+    with torch.no_grad():
+        reference = network(x).float()
 
-    def record(mode: str, seconds: float):
-        row = {"network": label, "mode": mode, "ms": seconds * 1e3, "gflop": flops / 1e9,
-               "tflops": flops / seconds / 1e12}
-        if rows:
+    def bf16(net, cache=True):
+        def run(inp):
+            with torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache):
+                return net(inp)
+        return run
+
+    def record(mode: str, net, run, inp, setup=None):
+        row = {"network": label, "mode": mode}
+        try:
+            with torch.no_grad():
+                start = time.perf_counter()
+                call = setup(run, inp) if setup else (lambda: run(inp))
+                output = call()
+                sync()
+                if setup:
+                    row["setup_s"] = time.perf_counter() - start
+                seconds = _timed(call, repeats, sync)
+            flops = conv_flops(net, (80, 80, 80))
+        except Exception as exc:  # a benchmark row, not a reason to lose the others
+            rows.append({**row, "error": f"{type(exc).__name__}: {exc}"[:300]})
+            return
+        row.update(ms=seconds * 1e3, gflop=flops / 1e9, tflops=flops / seconds / 1e12,
+                   max_abs_diff_vs_fp32=float((output.float() - reference).abs().max()))
+        if rows and "ms" in rows[0]:
             row["speedup_vs_fp32"] = rows[0]["ms"] / row["ms"]
-        if peak:
-            row["floor_ms"] = flops / (peak * 1e12) * 1e3
+        if peak:  # the network as trained sets the floor: the inference form's fewer FLOPs count as gain
+            row["floor_ms"] = trained_gflop / peak
         rows.append(row)
 
-    with torch.inference_mode():
-        record("fp32 eager", _timed(lambda: network(x), repeats, sync))
-    fast = copy.deepcopy(network).to(memory_format=torch.channels_last_3d)
-    xc = x.contiguous(memory_format=torch.channels_last_3d)
+    def captured(run, inp):
+        with torch.no_grad():
+            return _captured(run, inp.clone())
+
+    def compiled(run, inp):
+        return lambda: run(inp)
+
+    record("fp32 eager", network, network, x)
     if not capabilities(device)["bf16"] and device.type == "cpu":
         rows[0]["note"] = "this CPU has no native bf16; bf16 rows are emulated"
-
-    def bf16(net, inp, cache=True):
-        with torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache):
-            return net(inp)
-
-    with torch.inference_mode():
-        record("bf16 + channels_last_3d", _timed(lambda: bf16(fast, xc), repeats, sync))
-    if device.type == "cuda":
-        try:
-            static_x = xc.clone()
-            with torch.no_grad():
-                stream = torch.cuda.Stream()
-                stream.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(stream):
-                    for _ in range(3):
-                        bf16(fast, static_x, cache=False)
-                torch.cuda.current_stream().wait_stream(stream)
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph):
-                    bf16(fast, static_x, cache=False)
-            record("bf16 + channels_last_3d + CUDA graph", _timed(graph.replay, repeats, sync))
-        except Exception as exc:  # a benchmark row, not a reason to lose the others
-            rows.append({"network": label, "mode": "bf16 + channels_last_3d + CUDA graph", "error": str(exc)[:300]})
-        if args.compile:
-            mode = "bf16 + channels_last_3d + torch.compile(reduce-overhead)"
-            try:
-                compiled = torch.compile(fast, mode="reduce-overhead")
-                start = time.perf_counter()
-                with torch.no_grad():
-                    for _ in range(3):
-                        bf16(compiled, xc)
-                sync()
-                compile_s = time.perf_counter() - start
-                with torch.no_grad():
-                    record(mode, _timed(lambda: bf16(compiled, xc), repeats, sync))
-                rows[-1]["compile_s"] = compile_s
-            except Exception as exc:
-                rows.append({"network": label, "mode": mode, "error": str(exc)[:300]})
+    forms = [("", copy.deepcopy(network).to(memory_format=torch.channels_last_3d))]
+    if isinstance(network, UNet3D):
+        forms.append(("inference form, ", InferenceUNet3D(network).to(memory_format=torch.channels_last_3d)))
+        record("inference form, fp32", forms[1][1], forms[1][1], x)
+    for prefix, fast in forms:
+        record(f"{prefix}bf16 + channels_last_3d", fast, bf16(fast), xc)
+        if device.type == "cuda":
+            record(f"{prefix}bf16 + channels_last_3d + CUDA graph", fast, bf16(fast, cache=False), xc, captured)
+    if device.type == "cuda" and args.compile:
+        prefix, fast = forms[-1]
+        record(f"{prefix}bf16 + channels_last_3d + torch.compile(reduce-overhead)", fast,
+               bf16(torch.compile(fast, mode="reduce-overhead")), xc, compiled)
     return rows
 
 

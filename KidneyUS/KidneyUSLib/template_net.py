@@ -37,6 +37,7 @@ from torch.nn import functional as F
 from . import transforms, unet
 from .templates import DEFAULT_LOCAL_WIDTH, GLOBAL_POOLING, LOCAL_BRANCHES
 from .unet import ConvBlock
+from .unet_inference import InferenceUNet3D
 
 ARCHITECTURE = "template-deformation"
 PARAMETER_NAMES = ("tx", "ty", "tz", "rx", "ry", "rz", "log_sx", "log_sy", "log_sz")
@@ -151,6 +152,23 @@ class UNetBody(nn.Module):
         if self.head is None:
             return bottleneck, field
         return bottleneck, field, torch.sigmoid(self.head(x).float())
+
+
+class InferenceBody(nn.Module):
+    """A trained UNetBody's outputs from its inference form (unet_inference): for segmenting."""
+
+    def __init__(self, body: UNetBody):
+        super().__init__()
+        self.net = InferenceUNet3D(body)
+        levels = list(reversed(range(len(body.encoders) - 1)))[:len(body.decoders)]
+        self.field_index = levels.index(body.field_level) if body.field_level in levels else None
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        bottleneck, outputs = self.net.features(x)
+        field = bottleneck if self.field_index is None else outputs[self.field_index]
+        if self.net.head is None:
+            return bottleneck, field
+        return bottleneck, field, torch.sigmoid(self.net.head(outputs[-1]).float())
 
 
 def space_to_depth(x: torch.Tensor, factor: int) -> torch.Tensor:
@@ -498,12 +516,13 @@ class TemplateSegmenter:
 
         caps = capabilities(device)
         self.network = network.to(device).eval()
+        self.body = InferenceBody(self.network.body)
         self.meta = meta
         self.device = device
         self.bf16 = caps["bf16"] if bf16 is None else bf16  # the convolutions; the warp stays fp32
         self.channels_last = caps["channels_last_3d"] if channels_last is None else channels_last
         if self.channels_last:
-            self.network.body.to(memory_format=torch.channels_last_3d)
+            self.body.to(memory_format=torch.channels_last_3d)
 
     @property
     def precision(self) -> str:
@@ -532,7 +551,7 @@ class TemplateSegmenter:
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last_3d)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                deformation = self.network.deform(x)
+                deformation = self.network.deform_features(*self.body(x))
             det = jacobian_determinant(deformation.grid)
             probabilities = deformation.probabilities
             if factor > 1:

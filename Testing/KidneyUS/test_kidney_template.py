@@ -385,7 +385,7 @@ def test_train_save_load_round_trip_through_the_model_store(phantoms, kidney, tm
     probability, info = segmenter(cube)
     with torch.inference_mode():
         expected = network.eval()(torch.from_numpy(cube)[None, None])[0, 0].numpy()
-    assert np.array_equal(probability, expected)
+    np.testing.assert_allclose(probability, expected, rtol=0, atol=1e-5)  # the body's inference form
     assert info["components"] == 1 and info["folded_fraction"] == 0.0 and set(info["parameters"]) == set(tn.PARAMETER_NAMES)
     # bf16 convolutions + channels_last_3d (the CPU default where supported): the warp stays fp32
     fast, fast_info = tn.load_template_segmenter(entry, "cpu", bf16=True, channels_last=True)(cube)
