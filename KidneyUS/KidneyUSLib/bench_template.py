@@ -7,8 +7,10 @@ machine hits both alike (the median of each is reported, and the ratio template 
 - segment: a native adult phantom through the whole pipeline (segmentation.segment_volume:
   canonical frame, 4 mm cube, network, back to the native grid, threshold, largest component).
 Both segmenters run with the same precision: fp32, and where the device supports them bf16
-convolutions + channels_last_3d (the template's warp stays fp32). Without --template/--unet
-models, untrained networks of --width are timed (the speed does not depend on the weights).
+convolutions + channels_last_3d (the template's warp stays fp32), and in the form `segment`
+runs them: the U-Net and the template's U-Net body as their inference forms (unet_inference).
+Without --template/--unet models, untrained networks of --width are timed (the speed does not
+depend on the weights).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ def _networks(args, device):
     from .segmentation import resolve_model
     from .template_net import TemplateConfig, TemplateNet, TemplateSegmenter, load_template_segmenter
     from .templates import mask_template
+    from .unet_inference import InferenceUNet3D
 
     if args.template:
         template = load_template_segmenter(resolve_model(args.template, "template"), device)
@@ -60,7 +63,7 @@ def _networks(args, device):
     def pair(bf16: bool):
         import copy
 
-        return (inference.Segmenter(copy.deepcopy(unet_net).to(device).eval(), unet_meta, device, bf16, bf16),
+        return (inference.Segmenter(InferenceUNet3D(unet_net.to(device).eval()), unet_meta, device, bf16, bf16),
                 TemplateSegmenter(copy.deepcopy(template_net), template_meta, device, bf16, bf16))
 
     return pair

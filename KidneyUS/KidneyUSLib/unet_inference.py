@@ -78,7 +78,8 @@ class UpsampledConv(nn.Module):
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         out = F.conv3d(skip, self.skip, self.bias, padding=1)
         d, h, w = x.shape[-3:]
-        parities = F.conv3d(F.pad(x, (1, 1, 1, 1, 1, 1)), self.low).split(self.out_channels, dim=1)
+        # padding 1 and 2 taps: n + 1 outputs per axis; parity p's output i sits at i + p
+        parities = F.conv3d(x, self.low, padding=1).split(self.out_channels, dim=1)
         for (pz, py, px), part in zip(PARITIES, parities):
             out[..., pz::2, py::2, px::2] += part[..., pz:pz + d, py:py + h, px:px + w]
         return F.relu(out, inplace=True)
