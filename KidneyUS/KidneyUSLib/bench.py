@@ -89,16 +89,16 @@ def _captured(run, static_input):
 
 def bench_forward(label: str, network, device, args) -> list[dict]:
     """The network as trained (fp32 eager: the baseline; bf16 + channels_last_3d) and its
-    inference form (`unet_inference`, for plain U-Nets), on CUDA also as CUDA graphs and, with
-    --compile, the inference form through torch.compile. Each row records the largest probability
-    difference from the baseline, so a fast mode that computes something else shows."""
+    inference form (`inference.inference_form`, where it is exact), on CUDA also as CUDA graphs
+    and, with --compile, the inference form through torch.compile. Each row records the largest
+    probability difference from the baseline, so a fast mode that computes something else shows."""
     import copy
 
     import torch
 
     from SegTuneCore.device import capabilities
 
-    from .unet import UNet3D
+    from .inference import inference_form
     from .unet_inference import InferenceUNet3D
 
     repeats = args.repeats or (50 if device.type == "cuda" else 5)
@@ -152,9 +152,10 @@ def bench_forward(label: str, network, device, args) -> list[dict]:
     if not capabilities(device)["bf16"] and device.type == "cpu":
         rows[0]["note"] = "this CPU has no native bf16; bf16 rows are emulated"
     forms = [("", copy.deepcopy(network).to(memory_format=torch.channels_last_3d))]
-    if isinstance(network, UNet3D):
-        forms.append(("inference form, ", InferenceUNet3D(network).to(memory_format=torch.channels_last_3d)))
-        record("inference form, fp32", forms[1][1], forms[1][1], x)
+    fast = inference_form(copy.deepcopy(network))
+    if any(isinstance(m, InferenceUNet3D) for m in fast.modules()):
+        forms.append(("inference form, ", fast.to(memory_format=torch.channels_last_3d)))
+        record("inference form, fp32", fast, fast, x)
     for prefix, fast in forms:
         record(f"{prefix}bf16 + channels_last_3d", fast, bf16(fast), xc)
         if device.type == "cuda":

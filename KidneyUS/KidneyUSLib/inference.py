@@ -3,8 +3,8 @@
 `load_segmenter(entry_or_folder, device)` verifies the model (checksum, task) through
 SegTuneCore.models before any tensor is used, rebuilds the architecture named in model.json
 (a U-Net or a U-Net with transfer layers) and returns a `Segmenter`: cube -> probabilities.
-A plain U-Net runs in its inference form (`unet_inference`: same function, 1.7-2.2x faster on
-the CPU). bf16 autocast and channels_last_3d are used where SegTuneCore.device says they pay off.
+The U-Net runs in its inference form where that is exact (`inference_form`, `unet_inference`:
+same function, 1.7-2.2x faster on the CPU). bf16 autocast and channels_last_3d are used where SegTuneCore.device says they pay off.
 """
 
 from __future__ import annotations
@@ -46,6 +46,16 @@ def load_network(entry_or_folder, device: torch.device | str = "cpu") -> tuple[n
     except RuntimeError as exc:
         raise SegTuneError(f"{folder}: weights do not match the architecture in model.json ({str(exc).splitlines()[0]})") from None
     return network.to(device).eval(), meta
+
+
+def inference_form(network: nn.Module) -> nn.Module:
+    """The eval-mode network with its U-Net as `InferenceUNet3D` where that is exact: plain U-Nets
+    and transfer networks without fixed convolutions (those act on the upsampled features)."""
+    if isinstance(network, unet.UNet3D):
+        return InferenceUNet3D(network)
+    if isinstance(network, transfer.TransferUNet) and network.fixed is None:
+        network.base = InferenceUNet3D(network.base)
+    return network
 
 
 class Segmenter:
@@ -98,6 +108,4 @@ def load_segmenter(entry_or_folder, device: torch.device | str = "auto") -> Segm
     if not isinstance(entry_or_folder, (str, os.PathLike)) and not hasattr(entry_or_folder, "path"):
         raise SegTuneError(f"not a model: {entry_or_folder!r}")
     network, meta = load_network(entry_or_folder, device)
-    if isinstance(network, unet.UNet3D):
-        network = InferenceUNet3D(network)
-    return Segmenter(network, meta, device)
+    return Segmenter(inference_form(network), meta, device)

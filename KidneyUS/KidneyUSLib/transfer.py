@@ -127,8 +127,9 @@ class TransferUNet(nn.Module):
             return transforms.matrix_from_parameters(params.float(), transforms.grid_centre(image.shape[2:]))
 
     def _segment(self, image: torch.Tensor) -> torch.Tensor:
-        after_sampling = None if self.fixed is None else (lambda index, x: self.fixed[index](x))
-        return self.base(image, bottleneck=self.intensity, after_sampling=after_sampling)
+        if self.fixed is None:  # the base may be its inference form, which has no after_sampling
+            return self.base(image, bottleneck=self.intensity)
+        return self.base(image, bottleneck=self.intensity, after_sampling=lambda index, x: self.fixed[index](x))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if self.geometric is None:

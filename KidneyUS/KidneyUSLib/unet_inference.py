@@ -12,13 +12,15 @@
 - The skip connection's part of that convolution runs on the skip at full resolution, and the
   parity outputs are added into its strided views, so the concatenation is never built either.
 
-Plain U-Nets and the template network's U-Net body take this form; transfer layers, which
-hook into the upsampled features, do not.
+Plain U-Nets, the U-Net inside geometric and intensity transfer networks, and the template
+network's U-Net body take this form; networks with the "fixed convolutions" of Table 3.1, which
+act on the upsampled features, keep the trained form (`inference.inference_form`).
 """
 
 from __future__ import annotations
 
 import itertools
+from typing import Callable
 
 import torch
 from torch import nn
@@ -86,7 +88,7 @@ class UpsampledConv(nn.Module):
 
 
 class InferenceUNet3D(nn.Module):
-    """Probabilities of a trained UNet3D in eval mode (no dropout, no hooks), fewer operations.
+    """Probabilities of a trained UNet3D in eval mode (no dropout), fewer operations.
 
     Also takes the template network's U-Net body, which has the same `encoders`, possibly fewer
     `decoders` and perhaps no `head`; `features` gives what that body needs.
@@ -109,22 +111,28 @@ class InferenceUNet3D(nn.Module):
         self.requires_grad_(False)
         self.to(next(network.parameters()).device)
 
-    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The lowest level's output and every decoder level's output, full resolution last."""
+    def features(self, x: torch.Tensor, bottleneck: Callable[[torch.Tensor], torch.Tensor] | None = None
+                 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The lowest level's output and every decoder level's output, full resolution last;
+        `bottleneck` (the intensity transfer layer) acts on the lowest level's output."""
         skips = []
         for level, (first, second) in enumerate(self.encoders):
             if level:
                 x = F.max_pool3d(x, 2)
             x = second(first(x))
             skips.append(x)
+        if bottleneck is not None:
+            x = bottleneck(x)
         bottleneck, outputs = x, []
         for (first, second), skip in zip(self.decoders, reversed(skips[:-1])):
             x = second(first(x, skip))
             outputs.append(x)
         return bottleneck, outputs
 
-    def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x)[1][-1])
+    def forward_logits(self, x: torch.Tensor, bottleneck: Callable[[torch.Tensor], torch.Tensor] | None = None
+                       ) -> torch.Tensor:
+        return self.head(self.features(x, bottleneck)[1][-1])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.forward_logits(x).float())
+    def forward(self, x: torch.Tensor, bottleneck: Callable[[torch.Tensor], torch.Tensor] | None = None
+                ) -> torch.Tensor:
+        return torch.sigmoid(self.forward_logits(x, bottleneck).float())

@@ -33,12 +33,15 @@ def _save(network, folder):
     return save_network(folder, network, meta)
 
 
-@pytest.mark.parametrize("kind", ["unet", "transfer"])
-def test_save_then_load_reproduces_the_outputs_exactly(tmp_path, kind):
+@pytest.mark.parametrize("kind", ["unet", "transfer", "fixed convolutions"])
+def test_save_then_load_reproduces_the_outputs(tmp_path, kind):
+    """Exactly, or within fp32 rounding where the U-Net runs as its inference form."""
     torch.manual_seed(0)
     network = unet.UNet3D(unet.UNetConfig(width=4, levels=3))
     if kind == "transfer":
         network = transfer.TransferUNet(network, transfer.TransferConfig(geometric=True, intensity=True))
+    elif kind == "fixed convolutions":
+        network = transfer.TransferUNet(network, transfer.TransferConfig(geometric=False, fixed_convolutions=True))
     network = _perturb(network)
     cube = np.random.default_rng(0).normal(size=(16, 16, 16)).astype(np.float32)
     with torch.no_grad():
@@ -49,16 +52,17 @@ def test_save_then_load_reproduces_the_outputs_exactly(tmp_path, kind):
     segmenter.network.to(memory_format=torch.contiguous_format)
     got = segmenter(cube)
     assert got.dtype == np.float32 and got.shape == cube.shape
-    if kind == "unet":  # the inference form: the same function, summed in another order
-        assert isinstance(segmenter.network, InferenceUNet3D)
-        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
-        loaded, _ = inference.load_network(folder, "cpu")
-        assert all(torch.equal(loaded.state_dict()[k], v) for k, v in network.state_dict().items())
-    else:
+    loaded, _ = inference.load_network(folder, "cpu")
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in network.state_dict().items())
+    if kind == "fixed convolutions":  # they act on the upsampled features: the trained form stays
+        assert not any(isinstance(m, InferenceUNet3D) for m in segmenter.network.modules())
         np.testing.assert_array_equal(got, expected)
+    else:  # the inference form: the same function, summed in another order
+        assert any(isinstance(m, InferenceUNet3D) for m in segmenter.network.modules())
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
     meta = json.loads((folder / "model.json").read_text())
     assert meta["task"] == inference.TASK and meta["architecture"] == (
-        network.architecture() if kind == "transfer" else network.config.to_dict())
+        network.config.to_dict() if kind == "unet" else network.architecture())
 
 
 def test_installed_model_is_found_through_the_store(tmp_path):
