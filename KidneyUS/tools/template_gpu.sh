@@ -15,7 +15,7 @@
 set -uo pipefail
 
 # shellcheck source=gpu_env.sh
-source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"  # REPO, PYTHONPATH, OUT, PY
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"  # REPO, PYTHONPATH, OUT, PY, forward_latency
 LOG="$OUT/kidney-template.log"
 
 if [ "${SMOKE:-0}" = 1 ]; then
@@ -34,9 +34,7 @@ START=$(date +%s)
 left() { echo $(( TOTAL_SECONDS - ($(date +%s) - START) )); }
 "$PY" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')" | tee "$LOG"
 
-# shellcheck disable=SC2086  # BENCH_ARGS is a list of options
-timeout 200 "$PY" -m KidneyUSLib bench forward $BENCH_ARGS --device "$DEVICE" --json \
-  > "$OUT/kidney-bench-compile.json" 2>> "$LOG"
+forward_latency 200 2>> "$LOG"
 BENCH_RC=$?
 echo "bench exit $BENCH_RC after $(( $(date +%s) - START )) s" | tee -a "$LOG"
 

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# What issue 5 (KidneyUS) still needs from a GPU, in one call of about 9 minutes on an H100
+# (TOTAL_SECONDS, default 520, bounds the whole script; give the device call ~560 s):
+#   1. the width-32 80^3 forward latency, trained and inference forms, fp32, bf16 +
+#      channels_last_3d, CUDA graphs and torch.compile (target <= 3 ms): $OUT/kidney-bench-compile.json
+#   2. Table 3.1 on phantoms at GPU scale in the time left (experiment_transfer_gpu.sh; the seeds
+#      that finish): $OUT/kidney-transfer/{results.json,table.md}, $OUT/kidney-transfer.log
+# Needs only python3 with torch, numpy, scipy and safetensors. Log: $OUT/latency-and-table.log.
+# SMOKE=1 runs a tiny CPU version (the check before GPU time).
+set -uo pipefail
+
+# shellcheck source=gpu_env.sh
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"  # REPO, PYTHONPATH, OUT, PY, forward_latency
+LOG="$OUT/latency-and-table.log"
+
+if [ "${SMOKE:-0}" = 1 ]; then
+  : "${DEVICE:=cpu}" "${BENCH_ARGS:=--width 4 --repeats 1}" "${TOTAL_SECONDS:=600}"
+else
+  : "${DEVICE:=auto}" "${BENCH_ARGS:=--width 32 --compile}" "${TOTAL_SECONDS:=520}"
+fi
+export DEVICE
+START=$(date +%s)
+left() { echo $(( TOTAL_SECONDS - ($(date +%s) - START) )); }
+"$PY" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')" | tee "$LOG"
+
+forward_latency 200 2>> "$LOG"
+BENCH_RC=$?
+echo "bench exit $BENCH_RC after $(( $(date +%s) - START )) s" | tee -a "$LOG"
+"$PY" - "$OUT/kidney-bench-compile.json" <<'PY' | tee -a "$LOG"
+import json, sys
+try:
+    rows = json.load(open(sys.argv[1]))["forward"]
+except (OSError, ValueError, KeyError) as exc:
+    sys.exit(f"no bench result: {exc}")
+for row in rows:
+    print(f"{row['network'][:28]:<28} {row['mode']:<64} " + (f"{row['ms']:8.2f} ms" if "ms" in row else row.get("error", "")))
+PY
+
+LIMIT=$(left) bash "$REPO/KidneyUS/tools/experiment_transfer_gpu.sh" 2>> "$LOG"
+EXPERIMENT_RC=$?
+echo "experiment exit $EXPERIMENT_RC after $(( $(date +%s) - START )) s" | tee -a "$LOG"
+exit $(( BENCH_RC != 0 || EXPERIMENT_RC != 0 ))
