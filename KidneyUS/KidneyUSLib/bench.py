@@ -29,7 +29,10 @@ def configure(parser) -> None:
     parser.add_argument("--width", default="", help="also time untrained U-Nets of these widths, e.g. 32 or 16,32")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--repeats", type=int, default=0, help="timed runs per mode (default 5 on CPU, 50 on CUDA)")
-    parser.add_argument("--compile", action="store_true", help="CUDA: also time torch.compile (costs a minute or more)")
+    parser.add_argument("--compile", nargs="?", const="reduce-overhead", default=None,
+                        choices=("reduce-overhead", "max-autotune"), metavar="MODE",
+                        help="CUDA: also time torch.compile in MODE (default reduce-overhead; max-autotune also "
+                             "tries Triton convolution kernels and takes minutes)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="device bf16 peak for the compute floor")
     parser.add_argument("--size", type=int, default=200, help="side of the native volume for `segment`")
     parser.add_argument("--json", action="store_true")
@@ -162,8 +165,8 @@ def bench_forward(label: str, network, device, args) -> list[dict]:
             record(f"{prefix}bf16 + channels_last_3d + CUDA graph", fast, bf16(fast, cache=False), xc, captured)
     if device.type == "cuda" and args.compile:
         prefix, fast = forms[-1]
-        record(f"{prefix}bf16 + channels_last_3d + torch.compile(reduce-overhead)", fast,
-               bf16(torch.compile(fast, mode="reduce-overhead")), xc, compiled)
+        record(f"{prefix}bf16 + channels_last_3d + torch.compile({args.compile})", fast,
+               bf16(torch.compile(fast, mode=args.compile)), xc, compiled)
     return rows
 
 

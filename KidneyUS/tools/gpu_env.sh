@@ -6,10 +6,12 @@ OUT="${OUT:-$REPO/gpu-out}"
 mkdir -p "$OUT"
 PY="${PYTHON:-python3}"
 
-# The width-32 80^3 forward latency (trained and inference forms, CUDA graphs; $BENCH_ARGS adds
-# --compile on a GPU) into $OUT/kidney-bench-compile.json, bounded by $1 seconds; returns bench's exit.
+# The 80^3 forward latency (trained and inference forms, CUDA graphs; $BENCH_ARGS picks the width
+# and adds --compile on a GPU), bounded by $1 seconds, into $OUT/kidney-bench-compile.json or the
+# file named by $2; further arguments go to bench. Returns bench's exit.
 forward_latency() {
+  local seconds="$1" output="${2:-$OUT/kidney-bench-compile.json}"
+  shift $(( $# < 2 ? $# : 2 ))
   # shellcheck disable=SC2086  # BENCH_ARGS is a list of options
-  timeout "$1" "$PY" -m KidneyUSLib bench forward $BENCH_ARGS --device "$DEVICE" --json \
-    > "$OUT/kidney-bench-compile.json"
+  timeout "$seconds" "$PY" -m KidneyUSLib bench forward $BENCH_ARGS "$@" --device "$DEVICE" --json > "$output"
 }

@@ -20,4 +20,7 @@ def test_latency_and_table_script_smoke_run_writes_the_bench_and_the_table(tmp_p
     assert rows["inference form, fp32"]["gflop"] < rows["fp32 eager"]["gflop"]
     table = (tmp_path / "kidney-transfer" / "table.md").read_text()
     assert table.count("\n| ") == 8 and "GI + Intensity" in table  # a row per strategy of Table 3.1
-    assert "bench exit 0" in result.stdout and "experiment exit 0" in result.stdout
+    autotune = json.loads((tmp_path / "kidney-bench-max-autotune.json").read_text())["forward"]
+    assert {row["mode"] for row in autotune} == set(rows)  # on a CPU the compile rows are CUDA-only
+    assert "bench exit 0" in result.stdout and "max-autotune bench exit 0" in result.stdout
+    assert "experiment exit 0" in result.stdout
