@@ -42,6 +42,12 @@ def configure(parser) -> None:
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--transfer-lr", type=float, default=1e-3)
+    parser.add_argument("--strategy-lr", default="", metavar="STRATEGY=LR,...",
+                        help="learning rates for single strategies, e.g. fixed=3e-4,finetune=1e-3 (the others: "
+                             "--lr for the baselines, --transfer-lr for the rest)")
+    parser.add_argument("--test-first-seed", type=int, default=None, metavar="SEED",
+                        help="first seed of the held-out phantoms (default: the test seeds of training; another "
+                             "value gives a validation set, e.g. to choose --strategy-lr without the test set)")
     parser.add_argument("--strategies", default=",".join(STRATEGIES), help="comma list, from: " + ", ".join(STRATEGIES))
     parser.add_argument("--workers", type=int, default=1, help="processes generating phantoms")
     parser.add_argument("--device", default="auto")
@@ -104,6 +110,24 @@ def write_results(output: Path, runs: list[dict], args, seconds: float, run_reco
     return rows
 
 
+def strategy_learning_rates(text: str) -> dict[str, float]:
+    """"fixed=3e-4,finetune=1e-3" -> {"fixed": 3e-4, "finetune": 1e-3}; a clear error otherwise."""
+    from SegTuneCore.errors import SegTuneError
+
+    rates = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        strategy, _, value = item.partition("=")
+        try:
+            rate = float(value)
+        except ValueError:
+            rate = float("nan")
+        if strategy not in STRATEGIES or not rate > 0:
+            raise SegTuneError(f"--strategy-lr: {item!r} is not STRATEGY=LR with a strategy from "
+                               f"{', '.join(STRATEGIES)} and a learning rate > 0")
+        rates[strategy] = rate
+    return rates
+
+
 def run(args) -> int:
     import numpy as np
     import torch
@@ -114,6 +138,11 @@ def run(args) -> int:
 
     from . import training, transfer, unet
 
+    learning_rates = strategy_learning_rates(args.strategy_lr)
+    first_test = training.TEST_SEED_OFFSET if args.test_first_seed is None else args.test_first_seed
+    if first_test < 2 * max(args.adults, args.children):  # the training pools use seeds 0..2N-1
+        raise SegTuneError(f"--test-first-seed {first_test}: held-out phantoms would share seeds with the training pool "
+                           f"(use >= {2 * max(args.adults, args.children)})")
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     unknown = sorted(set(strategies) - set(STRATEGIES))
     if unknown or not strategies:
@@ -135,8 +164,7 @@ def run(args) -> int:
 
     pool_adults = phantoms("adult", 2 * args.adults, 0)
     pool_children = phantoms("child", 2 * args.children, 0)
-    tests = {"adults": phantoms("adult", args.test, training.TEST_SEED_OFFSET),
-             "children": phantoms("child", args.test, training.TEST_SEED_OFFSET)}
+    tests = {"adults": phantoms("adult", args.test, first_test), "children": phantoms("child", args.test, first_test)}
 
     def settings(seed: int, epochs: int, lr: float) -> training.TrainSettings:
         return training.TrainSettings(epochs=epochs, batch_size=args.batch_size, lr=lr, crop=args.crop or None,
@@ -157,7 +185,7 @@ def run(args) -> int:
             if strategy in ("adults", "children", "joint"):
                 network = fresh_unet(seed)
                 data = {"adults": [adults], "children": [children], "joint": [adults, children]}[strategy]
-                config = settings(seed, args.epochs, args.lr)
+                config = settings(seed, args.epochs, learning_rates.get(strategy, args.lr))
                 added = unet.count_parameters(network)
             else:
                 network = fresh_unet(seed)
@@ -172,11 +200,11 @@ def run(args) -> int:
                         predictor_width=transfer.default_predictor_width(args.width)))
                     added = network.added_parameter_count()
                 data = [children]
-                config = settings(seed, args.transfer_epochs, args.transfer_lr)
+                config = settings(seed, args.transfer_epochs, learning_rates.get(strategy, args.transfer_lr))
             history = training.train_network(network, data, config, device)
             if strategy == "adults":
                 adult_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
-            record = {"strategy": strategy, "seed": seed, "added_parameters": added,
+            record = {"strategy": strategy, "seed": seed, "lr": config.lr, "added_parameters": added,
                       "seconds_per_epoch": float(np.mean(history.epoch_seconds)), "final_loss": history.train_loss[-1]}
             for population, test in tests.items():
                 record[f"dice_{population}"] = training.evaluate(network, test, device)["dice_mean"]

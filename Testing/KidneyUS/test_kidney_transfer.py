@@ -97,3 +97,36 @@ def test_transfer_model_runs_under_bf16_autocast_and_channels_last():
             reduced = fast(x.contiguous(memory_format=torch.channels_last_3d))
     assert reduced.dtype == torch.float32 and torch.isfinite(reduced).all()
     assert (reduced - reference).abs().max() < 0.05
+
+
+def test_experiment_transfer_runs_the_rows_with_their_learning_rates_and_writes_table_31(tmp_path):
+    """`experiment transfer` at a toy scale: the adult baseline is added for a transfer row, each
+    run records the learning rate it used (--strategy-lr over --lr / --transfer-lr), the held-out
+    phantoms come from --test-first-seed, and results.json and table.md hold every row."""
+    import json
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "KidneyUSLib", "experiment", "transfer", "--seeds", "2", "--adults", "2",
+               "--children", "1", "--test", "1", "--width", "2", "--epochs", "1", "--transfer-epochs", "1",
+               "--downsample", "2", "--lr", "2e-3", "--transfer-lr", "1e-3", "--device", "cpu",
+               "--strategies", "fixed,intensity", "--strategy-lr", "fixed=3e-4", "--test-first-seed", "2000000"]
+    result = subprocess.run(command + ["--output", str(tmp_path / "out"), "--progress", "quiet"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    runs = {(r["strategy"], r["seed"]): r for r in results["runs"]}
+    assert set(runs) == {(s, seed) for s in ("adults", "fixed", "intensity") for seed in (0, 1)}
+    assert {s: runs[(s, 0)]["lr"] for s in ("adults", "fixed", "intensity")} == {
+        "adults": 2e-3, "fixed": 3e-4, "intensity": 1e-3}
+    assert all(0 <= r["dice_adults"] <= 1 and 0 <= r["dice_children"] <= 1 for r in runs.values())
+    assert results["settings"]["test_first_seed"] == 2000000
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert [line.split("|")[1].strip() for line in table.splitlines()[2:]] == [
+        "Adults Baseline", "Fixed Convolutions", "Intensity"]
+    for bad, message in ((["--strategy-lr", "fixed=fast"], "--strategy-lr"), (["--strategy-lr", "dropout=1e-3"], "--strategy-lr"),
+                         (["--test-first-seed", "1"], "share seeds")):
+        refused = subprocess.run(command[:-4] + bad + ["--output", str(tmp_path / "bad")], capture_output=True, text=True,
+                                 timeout=120)
+        assert refused.returncode != 0 and message in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "bad").exists()
