@@ -146,8 +146,7 @@ def bench_forward(label: str, network, device, args) -> list[dict]:
         rows.append(row)
 
     def captured(run, inp):
-        with torch.no_grad():
-            return _captured(run, inp.clone())
+        return _captured(run, inp.clone())
 
     def compiled(run, inp):
         return lambda: run(inp)
@@ -160,14 +159,14 @@ def bench_forward(label: str, network, device, args) -> list[dict]:
     if any(isinstance(m, InferenceUNet3D) for m in fast.modules()):
         forms.append(("inference form, ", fast.to(memory_format=torch.channels_last_3d)))
         record("inference form, fp32", fast, fast, x)
-    for prefix, fast in forms:
-        record(f"{prefix}bf16 + channels_last_3d", fast, bf16(fast), xc)
+    for prefix, form in forms:
+        record(f"{prefix}bf16 + channels_last_3d", form, bf16(form), xc)
         if device.type == "cuda":
-            record(f"{prefix}bf16 + channels_last_3d + CUDA graph", fast, bf16(fast, cache=False), xc, captured)
+            record(f"{prefix}bf16 + channels_last_3d + CUDA graph", form, bf16(form, cache=False), xc, captured)
     if device.type == "cuda" and args.compile:
-        prefix, fast = forms[-1]
-        record(f"{prefix}bf16 + channels_last_3d + torch.compile({args.compile})", fast,
-               bf16(torch.compile(fast, mode=args.compile)), xc, compiled)
+        prefix, form = forms[-1]
+        record(f"{prefix}bf16 + channels_last_3d + torch.compile({args.compile})", form,
+               bf16(torch.compile(form, mode=args.compile)), xc, compiled)
     return rows
 
 

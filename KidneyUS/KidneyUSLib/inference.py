@@ -4,7 +4,8 @@
 SegTuneCore.models before any tensor is used, rebuilds the architecture named in model.json
 (a U-Net or a U-Net with transfer layers) and returns a `Segmenter`: cube -> probabilities.
 The U-Net runs in its inference form where that is exact (`inference_form`, `unet_inference`:
-same function, 1.7-2.2x faster on the CPU). bf16 autocast and channels_last_3d are used where SegTuneCore.device says they pay off.
+same function, 1.7-2.2x faster on the CPU). bf16 autocast and channels_last_3d are used where
+SegTuneCore.device says they pay off.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def load_network(entry_or_folder, device: torch.device | str = "cpu") -> tuple[n
 
 def inference_form(network: nn.Module) -> nn.Module:
     """The eval-mode network with its U-Net as `InferenceUNet3D` where that is exact: plain U-Nets
-    and transfer networks without fixed convolutions (those act on the upsampled features)."""
+    and transfer networks without fixed convolutions (those act on the upsampled features). A
+    transfer network gets the new base in place."""
     if isinstance(network, unet.UNet3D):
         return InferenceUNet3D(network)
     if isinstance(network, transfer.TransferUNet) and network.fixed is None:
