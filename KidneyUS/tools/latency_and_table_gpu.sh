@@ -13,7 +13,7 @@
 set -uo pipefail
 
 # shellcheck source=gpu_env.sh
-source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"  # REPO, PYTHONPATH, OUT, PY, forward_latency
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"  # REPO, PYTHONPATH, OUT, PY, START, left, latency_first
 LOG="$OUT/latency-and-table.log"
 
 if [ "${SMOKE:-0}" = 1 ]; then
@@ -23,13 +23,7 @@ else
 fi
 : "${AUTOTUNE:=1}"
 export DEVICE
-START=$(date +%s)
-left() { echo $(( TOTAL_SECONDS - ($(date +%s) - START) )); }
-"$PY" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')" | tee "$LOG"
-
-forward_latency 200 2>> "$LOG"
-BENCH_RC=$?
-echo "bench exit $BENCH_RC after $(( $(date +%s) - START )) s" | tee -a "$LOG"
+latency_first "$LOG"  # sets BENCH_RC
 show() {
   "$PY" - "$1" <<'PY' | tee -a "$LOG"
 import json, sys

@@ -15,7 +15,7 @@
 set -uo pipefail
 
 # shellcheck source=gpu_env.sh
-source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"  # REPO, PYTHONPATH, OUT, PY, forward_latency
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"  # REPO, PYTHONPATH, OUT, PY, START, left, latency_first
 LOG="$OUT/kidney-template.log"
 
 if [ "${SMOKE:-0}" = 1 ]; then
@@ -30,13 +30,7 @@ fi
 : "${LOCAL_BRANCH:=registration}" "${GLOBAL_LOSS:=1}" "${PROBABILITY_INPUT:=1}"  # the CPU's best
 # the thesis' network: LOCAL_BRANCH=thesis GLOBAL_LOSS=0 PROBABILITY_INPUT=0
 export KIDNEYUS_PHANTOM_CACHE="${KIDNEYUS_PHANTOM_CACHE:-${TMPDIR:-/tmp}/kidney-phantom-cache}"
-START=$(date +%s)
-left() { echo $(( TOTAL_SECONDS - ($(date +%s) - START) )); }
-"$PY" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')" | tee "$LOG"
-
-forward_latency 200 2>> "$LOG"
-BENCH_RC=$?
-echo "bench exit $BENCH_RC after $(( $(date +%s) - START )) s" | tee -a "$LOG"
+latency_first "$LOG"  # sets BENCH_RC
 
 TEMPLATE_ARGS=()
 [ "$FREEZE" = 1 ] && TEMPLATE_ARGS=(--freeze-body --feature-copies 3)

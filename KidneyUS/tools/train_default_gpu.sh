@@ -23,7 +23,7 @@
 set -uo pipefail
 
 # shellcheck source=gpu_env.sh
-source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"  # REPO, PYTHONPATH, OUT, PY
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"  # REPO, PYTHONPATH, OUT, PY, START, left
 
 if [ "${SMOKE:-0}" = 1 ]; then
   : "${WIDTH:=4}" "${TRAIN_SECONDS:=20}" "${ADULTS:=4}" "${CHILDREN:=4}" "${TESTS:=2}" "${WORKERS:=2}"
@@ -39,7 +39,6 @@ fi
 # phantoms are generated once and shared by training and the experiment (same seeds)
 export KIDNEYUS_PHANTOM_CACHE="${KIDNEYUS_PHANTOM_CACHE:-${TMPDIR:-/tmp}/kidney-phantom-cache}"  # not in $OUT: ~2.5 GB
 
-START=$(date +%s)
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), \
 torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')" | tee "$OUT/kidney-train.log"
 
@@ -57,7 +56,6 @@ cat "$OUT/kidney-train.json"
 # and end to end. Each bench is bounded by a timeout.
 COMPILE_ARGS=()
 [ "$COMPILE" = 1 ] && COMPILE_ARGS=(--compile)
-left() { echo $(( TOTAL_SECONDS - ($(date +%s) - START) )); }
 BENCH_RC=0
 if [ "$(left)" -gt 100 ]; then
   timeout $(( $(left) < 150 ? $(left) - 60 : 90 )) "$PY" -m KidneyUSLib bench forward --width "$BENCH_WIDTH" \
