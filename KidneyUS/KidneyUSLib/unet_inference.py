@@ -123,11 +123,11 @@ class InferenceUNet3D(nn.Module):
             skips.append(x)
         if bottleneck is not None:
             x = bottleneck(x)
-        bottleneck, outputs = x, []
+        lowest, outputs = x, []
         for (first, second), skip in zip(self.decoders, reversed(skips[:-1])):
             x = second(first(x, skip))
             outputs.append(x)
-        return bottleneck, outputs
+        return lowest, outputs
 
     def forward_logits(self, x: torch.Tensor, bottleneck: Callable[[torch.Tensor], torch.Tensor] | None = None
                        ) -> torch.Tensor:
