@@ -29,10 +29,9 @@ def configure(parser) -> None:
     parser.add_argument("--width", default="", help="also time untrained U-Nets of these widths, e.g. 32 or 16,32")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--repeats", type=int, default=0, help="timed runs per mode (default 5 on CPU, 50 on CUDA)")
-    parser.add_argument("--compile", nargs="?", const="reduce-overhead", default=None,
-                        choices=("reduce-overhead", "max-autotune"), metavar="MODE",
-                        help="CUDA: also time torch.compile in MODE (default reduce-overhead; max-autotune also "
-                             "tries Triton convolution kernels and takes minutes)")
+    parser.add_argument("--compile", action="store_true", help="CUDA: also time the inference form through torch.compile")
+    parser.add_argument("--compile-mode", default="reduce-overhead", choices=("reduce-overhead", "max-autotune"),
+                        help="torch.compile mode (max-autotune also tries Triton convolution kernels and takes minutes)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="device bf16 peak for the compute floor")
     parser.add_argument("--size", type=int, default=200, help="side of the native volume for `segment`")
     parser.add_argument("--json", action="store_true")
@@ -165,8 +164,8 @@ def bench_forward(label: str, network, device, args) -> list[dict]:
             record(f"{prefix}bf16 + channels_last_3d + CUDA graph", form, bf16(form, cache=False), xc, captured)
     if device.type == "cuda" and args.compile:
         prefix, form = forms[-1]
-        record(f"{prefix}bf16 + channels_last_3d + torch.compile({args.compile})", form,
-               bf16(torch.compile(form, mode=args.compile)), xc, compiled)
+        record(f"{prefix}bf16 + channels_last_3d + torch.compile({args.compile_mode})", form,
+               bf16(torch.compile(form, mode=args.compile_mode)), xc, compiled)
     return rows
 
 

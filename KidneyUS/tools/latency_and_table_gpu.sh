@@ -38,7 +38,7 @@ PY
 show "$OUT/kidney-bench-compile.json"
 
 if [ "$AUTOTUNE" = 1 ] && [ "$(left)" -gt 360 ]; then
-  forward_latency 180 "$OUT/kidney-bench-max-autotune.json" --compile max-autotune 2>> "$LOG"
+  forward_latency 180 "$OUT/kidney-bench-max-autotune.json" --compile --compile-mode max-autotune 2>> "$LOG"
   echo "max-autotune bench exit $? after $(( $(date +%s) - START )) s" | tee -a "$LOG"
   show "$OUT/kidney-bench-max-autotune.json"
 fi
