@@ -32,6 +32,9 @@ def configure(parser) -> None:
     parser.add_argument("--compile", action="store_true", help="CUDA: also time the inference form through torch.compile")
     parser.add_argument("--compile-mode", default="reduce-overhead", choices=("reduce-overhead", "max-autotune"),
                         help="torch.compile mode (max-autotune also tries Triton convolution kernels and takes minutes)")
+    parser.add_argument("--profile", metavar="FILE", default=None,
+                        help="also write FILE: per-operator times of the fastest eager form (bf16 + channels_last_3d), "
+                             "grouped by input shape, so a missed target shows which layers are slow")
     parser.add_argument("--peak-tflops", type=float, default=None, help="device bf16 peak for the compute floor")
     parser.add_argument("--size", type=int, default=200, help="side of the native volume for `segment`")
     parser.add_argument("--json", action="store_true")
@@ -89,11 +92,32 @@ def _captured(run, static_input):
     return lambda: (graph.replay(), output)[1]
 
 
-def bench_forward(label: str, network, device, args) -> list[dict]:
+def profile_table(run, inp, device, iterations: int = 5) -> str:
+    """torch.profiler's per-operator table of `run(inp)`, grouped by input shape, slowest first."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    with torch.no_grad():
+        run(inp)
+        sync()
+        with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else []),
+                     record_shapes=True) as prof:
+            for _ in range(iterations):
+                run(inp)
+            sync()
+    return prof.key_averages(group_by_input_shape=True).table(
+        sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total", row_limit=40,
+        max_name_column_width=50, max_shapes_column_width=90)
+
+
+def bench_forward(label: str, network, device, args, profiles: list[str] | None = None) -> list[dict]:
     """The network as trained (fp32 eager: the baseline; bf16 + channels_last_3d) and its
     inference form (`inference.inference_form`, where it is exact), on CUDA also as CUDA graphs
     and, with --compile, the inference form through torch.compile. Each row records the largest
-    probability difference from the baseline, so a fast mode that computes something else shows."""
+    probability difference from the baseline, so a fast mode that computes something else shows.
+    With `profiles`, appends the per-operator profile of the last eager bf16 form."""
     import copy
 
     import torch
@@ -162,8 +186,14 @@ def bench_forward(label: str, network, device, args) -> list[dict]:
         record(f"{prefix}bf16 + channels_last_3d", form, bf16(form), xc)
         if device.type == "cuda":
             record(f"{prefix}bf16 + channels_last_3d + CUDA graph", form, bf16(form, cache=False), xc, captured)
+    prefix, form = forms[-1]
+    if profiles is not None:
+        try:
+            table = profile_table(bf16(form), xc, device)
+        except Exception as exc:  # e.g. no CUPTI: the timings above still count
+            table = f"profile failed: {type(exc).__name__}: {exc}"[:300]
+        profiles.append(f"## {label}: {prefix}bf16 + channels_last_3d, eager\n\n{table}")
     if device.type == "cuda" and args.compile:
-        prefix, form = forms[-1]
         record(f"{prefix}bf16 + channels_last_3d + torch.compile({args.compile_mode})", form,
                bf16(torch.compile(form, mode=args.compile_mode)), xc, compiled)
     return rows
@@ -216,8 +246,16 @@ def run(args) -> int:
                          f"{unet.count_parameters(network) / 1e6:.2f}M)", network))
     result = {"device": describe(device), "forward": [], "segment": None}
     if args.name in ("forward", "all"):
+        profiles = [] if args.profile else None
         for label, network in networks:
-            result["forward"] += bench_forward(label, network, device, args)
+            result["forward"] += bench_forward(label, network, device, args, profiles)
+        if profiles:
+            from SegTuneCore.process import atomic_write
+
+            with atomic_write(args.profile) as tmp:
+                tmp.write_text(f"# {result['device']['device_name']}, torch {result['device']['torch']}\n\n"
+                               + "\n\n".join(profiles) + "\n")
+            result["profile"] = str(args.profile)
     if args.name in ("segment", "all"):
         if not entries:
             raise SegTuneError("bench segment needs a model (--model)")

@@ -20,10 +20,11 @@ forward_latency() {
 START=$(date +%s)
 left() { echo $(( TOTAL_SECONDS - ($(date +%s) - START) )); }
 
-# The torch build and GPU into the log $1, then forward_latency 200 into the default file; sets BENCH_RC.
+# The torch build and GPU into the log $1, then forward_latency 200 into the default file, with the
+# per-operator profile of the fastest eager form in $OUT/kidney-profile.txt; sets BENCH_RC.
 latency_first() {
   "$PY" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')" | tee "$1"
-  forward_latency 200 2>> "$1"
+  forward_latency 200 "$OUT/kidney-bench-compile.json" --profile "$OUT/kidney-profile.txt" 2>> "$1"
   BENCH_RC=$?
   echo "bench exit $BENCH_RC after $(( $(date +%s) - START )) s" | tee -a "$1"
 }

@@ -2,7 +2,8 @@
 # What issue 5 (KidneyUS) still needs from a GPU, in one call of about 9 minutes on an H100
 # (TOTAL_SECONDS, default 540, bounds the whole script; give the device call ~580 s):
 #   1. the width-32 80^3 forward latency, trained and inference forms, fp32, bf16 +
-#      channels_last_3d, CUDA graphs and torch.compile (target <= 3 ms): $OUT/kidney-bench-compile.json
+#      channels_last_3d, CUDA graphs and torch.compile (target <= 3 ms): $OUT/kidney-bench-compile.json,
+#      and where the time goes (per operator and input shape): $OUT/kidney-profile.txt
 #   2. with AUTOTUNE=1 (the default) and time left, the same with torch.compile(max-autotune),
 #      which also tries Triton convolution kernels (minutes of autotuning; its own timeout and
 #      file, so a kill loses nothing of 1.): $OUT/kidney-bench-max-autotune.json

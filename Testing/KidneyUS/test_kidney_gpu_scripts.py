@@ -18,6 +18,8 @@ def test_latency_and_table_script_smoke_run_writes_the_bench_and_the_table(tmp_p
     rows = {row["mode"]: row for row in json.loads((tmp_path / "kidney-bench-compile.json").read_text())["forward"]}
     assert rows["inference form, fp32"]["max_abs_diff_vs_fp32"] < 1e-5
     assert rows["inference form, fp32"]["gflop"] < rows["fp32 eager"]["gflop"]
+    profile = (tmp_path / "kidney-profile.txt").read_text()  # which layers a missed target should blame
+    assert "inference form, bf16 + channels_last_3d, eager" in profile and "aten::mkldnn_convolution" in profile
     table = (tmp_path / "kidney-transfer" / "table.md").read_text()
     assert table.count("\n| ") == 8 and "GI + Intensity" in table  # a row per strategy of Table 3.1
     autotune = json.loads((tmp_path / "kidney-bench-max-autotune.json").read_text())["forward"]
