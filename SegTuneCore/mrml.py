@@ -83,7 +83,8 @@ def _reason(lines: list[str]) -> str:
 # --- volumes --------------------------------------------------------------------------------
 
 def volume_from_node(node) -> Volume:
-    """A copy of the node's voxels with its IJK-to-RAS (parent transforms are not applied)."""
+    """A copy of the node's voxels with its IJK-to-RAS (its own grid: parent transforms are not
+    applied; `place_next_to` puts results under the same transform)."""
     slicer = _slicer()
     if node is None or node.GetImageData() is None:
         raise SegTuneError("the volume node has no image data")
@@ -260,8 +261,11 @@ def _check_itk_readable(path: Path) -> None:
 
 
 def place_next_to(node, reference_node) -> None:
-    """Put `node` in the same subject-hierarchy folder/study as `reference_node`."""
+    """Put `node` in the same subject-hierarchy folder/study as `reference_node` and under its
+    parent transform: results are computed on the volume's own grid (`volume_from_node`), so
+    they stay on it wherever a transform, linear or not, moves the volume in the world."""
     slicer = _slicer()
+    node.SetAndObserveTransformNodeID(reference_node.GetTransformNodeID())
     hierarchy = slicer.mrmlScene.GetSubjectHierarchyNode()
     if hierarchy is None:
         return

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from SegTuneCore import mrml
+from SegTuneCore.geometry import Segment
 from SegTuneCore.runtime import headless_slicer
 
 LOGICS = {"volumes": "vtkSlicerVolumesLogic", "segmentations": "vtkSlicerSegmentationsModuleLogic",
@@ -76,6 +78,25 @@ def test_place_next_to_uses_the_reference_folder(slicer_runtime):
             hierarchy.CreateItem(hierarchy.GetSceneItemID(), result)
         mrml.place_next_to(result, reference)
         assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(result)) == folder
+
+
+def test_outputs_follow_the_parent_transform_of_the_input(slicer_runtime):
+    slicer = slicer_runtime
+    volume = slicer.util.addVolumeFromArray(np.ones((4, 5, 6), np.int16), np.diag([2.0, 3.0, 4.0, 1.0]), "moved")
+    transform = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "100 mm superior")
+    shift = np.eye(4)
+    shift[2, 3] = 100.0
+    transform.SetMatrixTransformToParent(mrml._numpy_to_matrix(shift))
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    output = mrml.segmentation_node_from_labels(np.ones((4, 5, 6), np.uint8), [Segment("All", 1, (1, 0, 0))],
+                                                volume, "output")
+    mrml.place_next_to(output, volume)
+    assert output.GetTransformNodeID() == transform.GetID()
+    volume_bounds, output_bounds = np.zeros(6), np.zeros(6)
+    volume.GetRASBounds(volume_bounds)  # world coordinates, the transform applied
+    output.GetRASBounds(output_bounds)
+    assert volume_bounds[4] == pytest.approx(98.0) and volume_bounds[5] == pytest.approx(114.0)  # k: 0..3 voxels of 4 mm
+    np.testing.assert_allclose(output_bounds, volume_bounds, atol=1e-6)
 
 
 def test_data_nodes_get_subject_hierarchy_items_and_outputs_land_next_to_the_input(slicer_runtime):
