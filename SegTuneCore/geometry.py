@@ -112,6 +112,27 @@ def volume_from_sitk(image) -> Volume:
 VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 
 
+def check_outputs(outputs: Sequence[str | os.PathLike], inputs: Sequence[str | os.PathLike] = ()) -> None:
+    """A one-line error before any work when an output file cannot be written where it is asked
+    for (a folder by that name, a file where its folder should be, a read-only folder) or would
+    overwrite an input or another output (the same file by any spelling: relative, `..`, links)."""
+    seen = {os.path.realpath(path): f"input {path}" for path in inputs}
+    for path in outputs:
+        key = os.path.realpath(path)
+        if key in seen:
+            raise SegTuneError(f"{path}: is also the {seen[key]}; write the output to another file")
+        seen[key] = f"output {path}"
+        if os.path.isdir(key):
+            raise SegTuneError(f"{path}: is a folder, expected a file name")
+        folder = Path(key).parent
+        while not folder.exists():
+            folder = folder.parent
+        if not folder.is_dir():
+            raise SegTuneError(f"{path}: cannot be written, {folder} is a file, not a folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise SegTuneError(f"{path}: cannot be written, the folder {folder} is read-only")
+
+
 def check_input_file(path: Path) -> None:
     """A one-line error for a missing, directory, empty or truncated-NIfTI input file."""
     if not path.exists():

@@ -28,7 +28,7 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    from SegTuneCore.geometry import VOLUME_SUFFIXES, write_volume
+    from SegTuneCore.geometry import VOLUME_SUFFIXES, check_outputs, write_volume
     from SegTuneCore.process import atomic_write
 
     from .phantom import draw_scene, generate_phantom
@@ -42,6 +42,7 @@ def run(args) -> int:
     for path in (args.output, args.label):
         if not str(path).lower().endswith(VOLUME_SUFFIXES):
             raise SegTuneError(f"{path}: unsupported file type (use one of {', '.join(VOLUME_SUFFIXES)})")
+    check_outputs([args.output, args.label])
     scene = draw_scene(args.population, args.seed, args.spacing, args.size, args.oblique)
     if scene.size_ijk.max() > MAX_SIDE:
         raise SegTuneError(f"the phantom would have {scene.size_ijk.max()} voxels along an axis (at most {MAX_SIDE}): give a larger --spacing")

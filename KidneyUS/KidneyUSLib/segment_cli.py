@@ -30,7 +30,7 @@ def configure(parser) -> None:
 
 def run(args) -> int:
     from SegTuneCore.device import describe
-    from SegTuneCore.geometry import read_volume, write_segmentation
+    from SegTuneCore.geometry import check_outputs, read_volume, write_segmentation
     from SegTuneCore.process import ProgressReporter
 
     from .segmentation import KIDNEY, load_segmenter, resolve_model, segment_volume, validate_volume
@@ -38,8 +38,7 @@ def run(args) -> int:
     output = Path(args.output)
     if not output.name.endswith(".seg.nrrd"):
         raise SegTuneError(f"{output}: the output must be a .seg.nrrd file")
-    if output.is_dir():
-        raise SegTuneError(f"{output}: is a directory")
+    check_outputs([output], [args.volume])
     if not 0.0 < args.threshold < 1.0:
         raise SegTuneError("--threshold must be between 0 and 1")
     reporter = ProgressReporter(args.progress)

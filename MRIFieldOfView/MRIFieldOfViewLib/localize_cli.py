@@ -26,15 +26,14 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    from SegTuneCore.geometry import read_volume, write_segmentation
+    from SegTuneCore.geometry import check_outputs, read_volume, write_segmentation
 
     from .localize import load_classifier, localize, region_labels, region_segments
 
     output = Path(args.output)
-    if output.is_dir():
-        raise SegTuneError(f"{output}: is a directory, expected a .json file name")
     if args.segmentation and not args.segmentation.endswith(".seg.nrrd"):
         raise SegTuneError(f"{args.segmentation}: a segmentation file must end with .seg.nrrd")
+    check_outputs([output] + ([args.segmentation] if args.segmentation else []), [args.volume])
     reporter = ProgressReporter(args.progress)
     try:
         volume = read_volume(args.volume)
@@ -42,16 +41,13 @@ def run(args) -> int:
         result = localize(volume, model, smoothing_mm=args.smoothing_mm, progress=reporter.progress, bf16=args.bf16)
         document = result.to_json()
         document["input"] = str(Path(args.volume))
-        if args.segmentation:
-            labels = volume.with_array(region_labels(volume.array.shape[:3], result))
-            write_segmentation(labels, region_segments(result), args.segmentation)
-        try:
-            with atomic_write(output) as tmp:
-                tmp.write_text(json.dumps(document, indent=1) + "\n")
-        except BaseException:
+        # the segmentation is written inside the JSON's atomic write: a failure of either leaves
+        # both earlier outputs as they were
+        with atomic_write(output) as tmp:
+            tmp.write_text(json.dumps(document, indent=1) + "\n")
             if args.segmentation:
-                Path(args.segmentation).unlink(missing_ok=True)  # both outputs or neither
-            raise
+                labels = volume.with_array(region_labels(volume.array.shape[:3], result))
+                write_segmentation(labels, region_segments(result), args.segmentation)
     except SegTuneError as exc:
         reporter.error(str(exc))
         raise

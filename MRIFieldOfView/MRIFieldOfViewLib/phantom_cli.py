@@ -39,7 +39,7 @@ def parse_regions(text: str | None) -> list[str] | None:
 
 
 def run(args) -> int:
-    from SegTuneCore.geometry import write_volume
+    from SegTuneCore.geometry import check_outputs, write_volume
 
     from .phantom import make_phantom
 
@@ -47,6 +47,7 @@ def run(args) -> int:
         raise SegTuneError("--seed must be >= 0")
     if not 32 <= args.max_matrix <= 1024:
         raise SegTuneError("--max-matrix must be in [32, 1024]")
+    check_outputs([args.output, args.truth])
     phantom = make_phantom(args.seed, regions=parse_regions(args.regions), protocol=args.protocol,
                            spine=args.spine, orientation=not args.canonical, max_matrix=args.max_matrix)
     truth = {"slice_labels": phantom.slice_labels, "seed": args.seed, "protocol": phantom.protocol,
