@@ -40,11 +40,18 @@ class PreprocessInfo:
 
 
 def canonical_directions(ijk_to_ras: np.ndarray) -> np.ndarray:
-    """3x3 whose column r is the signed unit input axis nearest to RAS axis r (R, A, S)."""
+    """3x3 whose column r is the signed unit input axis nearest to RAS axis r (R, A, S).
+
+    Where two assignments are equally near (axes at exactly 45°), the physically larger matrix
+    (lexicographically) wins, so the choice never depends on the order the axes are stored in.
+    """
     directions = ijk_to_ras[:3, :3] / np.linalg.norm(ijk_to_ras[:3, :3], axis=0)
-    best = max(permutations(range(3)), key=lambda perm: sum(abs(directions[r, perm[r]]) for r in range(3)))
-    columns = [np.sign(directions[r, best[r]]) * directions[:, best[r]] for r in range(3)]
-    return np.stack(columns, axis=1)
+
+    def candidate(perm):
+        columns = np.stack([np.sign(directions[r, perm[r]]) * directions[:, perm[r]] for r in range(3)], axis=1)
+        return round(float(np.trace(columns)), 9), tuple(np.round(columns.ravel(), 9)), columns
+
+    return max((candidate(perm) for perm in permutations(range(3))), key=lambda c: c[:2])[2]
 
 
 def cube_geometry(input_shape, input_ijk_to_ras: np.ndarray) -> np.ndarray:

@@ -84,6 +84,26 @@ def test_storage_order_does_not_change_the_cube():
     np.testing.assert_allclose(flipped_cube, cube, atol=1e-5)
 
 
+@pytest.mark.parametrize("storage", ["i and j swapped", "i and j swapped and flipped"])
+def test_axes_at_exactly_45_degrees_give_the_same_cube_in_any_storage_order(storage):
+    # i and j lie exactly between R and A: two assignments are equally near; the tie must be
+    # broken by the physical directions, not by which axis is stored first
+    matrix = _oblique_matrix((1.5, 1.5, 2.0), (0.0, 0.0, 45.0))
+    volume, _ = phantom.generate_phantom("adult", 33, spacing=(1.5, 1.5, 2.0), size=(60, 60, 40))
+    volume = Volume(volume.array, matrix)
+    swap = np.eye(4)[:, [1, 0, 2, 3]]  # new (i, j) = old (j, i)
+    other = Volume(np.ascontiguousarray(volume.array.transpose(0, 2, 1)), matrix @ swap)
+    # voxel (i, j, k) = (3, 7, 11) of one is voxel (7, 3, 11) of the other: same value, same point
+    assert other.array[11, 3, 7] == volume.array[11, 7, 3]
+    np.testing.assert_allclose(other.ijk_to_ras @ [7, 3, 11, 1], volume.ijk_to_ras @ [3, 7, 11, 1])
+    if storage.endswith("flipped"):
+        other = flipped_ij(other)
+    cube, info = preprocessing.preprocess(volume)
+    other_cube, other_info = preprocessing.preprocess(other)
+    np.testing.assert_allclose(other_info.cube_ijk_to_ras, info.cube_ijk_to_ras, atol=1e-9)
+    np.testing.assert_allclose(other_cube, cube, atol=1e-5)
+
+
 def test_intensity_normalisation_maps_percentiles_and_zeroes_outside_the_field_of_view():
     volume, _ = phantom.generate_phantom("child", 32, spacing=(1.4, 1.3, 1.45), size=(110, 130, 100))
     cube, info = preprocessing.preprocess(volume)
