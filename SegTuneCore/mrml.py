@@ -82,17 +82,22 @@ def _reason(lines: list[str]) -> str:
 
 # --- volumes --------------------------------------------------------------------------------
 
+def ijk_to_ras_of(node) -> np.ndarray:
+    """The volume node's 4x4 IJK-to-RAS (its own grid, parent transforms not applied)."""
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return _matrix_to_numpy(matrix)
+
+
 def volume_from_node(node) -> Volume:
     """A copy of the node's voxels with its IJK-to-RAS (its own grid: parent transforms are not
     applied; `place_next_to` puts results under the same transform)."""
     slicer = _slicer()
     if node is None or node.GetImageData() is None:
         raise SegTuneError("the volume node has no image data")
-    import vtk
-
-    matrix = vtk.vtkMatrix4x4()
-    node.GetIJKToRASMatrix(matrix)
-    return Volume(np.array(slicer.util.arrayFromVolume(node)), _matrix_to_numpy(matrix))
+    return Volume(np.array(slicer.util.arrayFromVolume(node)), ijk_to_ras_of(node))
 
 
 def node_from_volume(volume: Volume, name: str, *, node=None, class_name: str = "vtkMRMLScalarVolumeNode"):

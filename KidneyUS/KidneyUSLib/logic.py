@@ -106,10 +106,15 @@ class KidneyUSLogic:
         from SegTuneCore.errors import SegTuneError
         from SegTuneCore.geometry import read_segmentation
 
+        from SegTuneCore.mrml import ijk_to_ras_of
+
         labels, segments = read_segmentation(segmentation_path)
         reference = self.slicer.util.arrayFromVolume(volume_node)
         if labels.array.shape != reference.shape:
             raise SegTuneError(f"{segmentation_path}: its grid {labels.array.shape} is not the input's {reference.shape}")
+        matrix = ijk_to_ras_of(volume_node)
+        if not np.allclose(labels.ijk_to_ras, matrix, atol=1e-3 * min(np.linalg.norm(matrix[:3, :3], axis=0))):
+            raise SegTuneError(f"{segmentation_path}: its grid lies elsewhere in space than the input's")
         kidney = next((s for s in segments if s.name == "Kidney"), None)
         if kidney is None:
             raise SegTuneError(f"{segmentation_path}: no 'Kidney' segment")

@@ -33,14 +33,13 @@ def run(args) -> int:
     from SegTuneCore.geometry import check_outputs, read_volume, write_segmentation
     from SegTuneCore.process import ProgressReporter
 
-    from .segmentation import KIDNEY, load_segmenter, resolve_model, segment_volume, validate_volume
+    from .segmentation import KIDNEY, check_threshold, load_segmenter, resolve_model, segment_volume, validate_volume
 
     output = Path(args.output)
     if not output.name.endswith(".seg.nrrd"):
         raise SegTuneError(f"{output}: the output must be a .seg.nrrd file")
     check_outputs([output], [args.volume])
-    if not 0.0 < args.threshold < 1.0:
-        raise SegTuneError("--threshold must be between 0 and 1")
+    check_threshold(args.threshold)
     reporter = ProgressReporter(args.progress)
     started = time.perf_counter()
     shown = []  # whether progress has been drawn

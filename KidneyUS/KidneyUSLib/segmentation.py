@@ -15,7 +15,7 @@ import numpy as np
 from SegTuneCore.errors import SegTuneError
 from SegTuneCore.geometry import Segment, Volume
 
-from .preprocessing import postprocess, preprocess
+from .preprocessing import CUBE_SPACING, postprocess, preprocess
 
 TASK = "KidneyUS.segmentation"
 KIDNEY = Segment("Kidney", 1, (0.86, 0.55, 0.42))
@@ -25,6 +25,7 @@ METHOD_ARCHITECTURES = {"unet": "unet3d", "transfer": "unet3d-transfer", "templa
 # pipeline holds a few float32 copies of the input, so this bounds memory to a few GiB.
 MAX_VOXELS = 2**28
 MAX_SIDE = 2048
+MIN_EXTENT_MM = 2 * CUBE_SPACING  # thinner, no voxel of the network's grid may fall inside the input
 
 
 def validate_volume(volume: Volume, name: str = "input") -> None:
@@ -46,6 +47,16 @@ def validate_volume(volume: Volume, name: str = "input") -> None:
     matrix = np.asarray(volume.ijk_to_ras, dtype=np.float64)
     if not np.isfinite(matrix).all() or abs(np.linalg.det(matrix[:3, :3])) < 1e-12:
         raise SegTuneError(f"{name}: its voxel-to-RAS matrix is not invertible")
+    spacing = np.linalg.norm(matrix[:3, :3], axis=0)
+    cosines = (matrix[:3, :3].T @ matrix[:3, :3]) / np.outer(spacing, spacing)
+    if np.abs(cosines - np.eye(3)).max() > 1e-4:  # volumes and Slicer's volume nodes have perpendicular axes
+        angle = np.degrees(np.arccos(np.clip(np.abs(cosines[~np.eye(3, dtype=bool)]).max(), 0, 1)))
+        raise SegTuneError(f"{name}: its voxel axes are not perpendicular (a sheared grid, {angle:.2f}° between two "
+                           f"axes); resample it onto a rectangular grid first")
+    extent = np.asarray(array.shape[::-1]) * spacing
+    if extent.min() < MIN_EXTENT_MM:
+        raise SegTuneError(f"{name}: its field of view is {' x '.join(f'{e:g}' for e in np.round(extent, 2))} mm; "
+                           f"at least {MIN_EXTENT_MM:g} mm along every axis is needed")
 
 
 def resolve_model(name: str | None = None, method: str | None = None, store=None):
@@ -95,12 +106,18 @@ class SegmentationResult:
     network: dict = field(default_factory=dict)  # what the segmenter reports, e.g. the template's folded_fraction
 
 
+def check_threshold(threshold: float) -> None:
+    if not 0.0 < threshold < 1.0:  # also refuses NaN
+        raise SegTuneError(f"the probability threshold must be between 0 and 1, got {threshold}")
+
+
 def segment_volume(volume: Volume, segmenter, threshold: float = 0.5, largest_component: bool = True,
                    progress=None) -> SegmentationResult:
     """Run a `segmenter` (cube -> probability cube) on a validated volume."""
     report = progress or (lambda fraction, message: None)
     timings = {}
     start = time.perf_counter()
+    check_threshold(threshold)
     validate_volume(volume)
     report(0.05, "pre-processing")
     cube, info = preprocess(volume)

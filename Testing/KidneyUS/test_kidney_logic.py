@@ -105,6 +105,28 @@ def test_show_result_refuses_a_segmentation_of_another_grid(slicer_runtime, tmp_
     assert slicer_runtime.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
 
 
+def test_show_result_refuses_a_segmentation_of_the_same_shape_elsewhere_in_space(slicer_runtime, tmp_path):
+    volume, label = phantom("child", oblique=False)
+    node = node_from_volume(volume, "child")
+    moved = label.ijk_to_ras.copy()
+    moved[:3, 3] += [0.0, 0.0, 80.0]  # same shape and spacing, 80 mm superior
+    write_segmentation(Volume(label.array, moved), [segmentation.KIDNEY], tmp_path / "moved.seg.nrrd")
+    with pytest.raises(SegTuneError, match="elsewhere in space"):
+        KidneyUSLogic().show_result(node, tmp_path / "moved.seg.nrrd")
+    write_segmentation(label, [segmentation.KIDNEY], tmp_path / "same.seg.nrrd")  # the check passes where it should
+    assert check_segmentation_node(slicer_runtime, KidneyUSLogic().show_result(node, tmp_path / "same.seg.nrrd"),
+                                   node).sum() == label.array.sum()
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.5, float("nan")])
+def test_logic_refuses_a_threshold_outside_0_1(slicer_runtime, threshold):
+    volume, label = phantom("child", oblique=False)
+    node = node_from_volume(volume, "child")
+    with pytest.raises(SegTuneError, match="threshold must be between 0 and 1"):
+        KidneyUSLogic().segment(node, segmenter=TruthSegmenter(label), threshold=threshold)
+    assert slicer_runtime.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
+
+
 def test_a_real_abdominal_ct_in_a_ras_stored_nifti_keeps_its_geometry(slicer_runtime, shared_data):
     node = load_volume_node(shared_data / "totalseg_ct_abdomen.nii.gz")
     _in_study(slicer_runtime, node)

@@ -96,6 +96,16 @@ def _write(folder, name, array, spacing=(0.5, 0.5, 0.5)):
     return folder / name
 
 
+def _sheared_nrrd(path, array):
+    """A NRRD whose k axis leans 22° towards j: a grid no Slicer volume node can hold."""
+    nk, nj, ni = array.shape
+    header = (f"NRRD0004\ntype: float\ndimension: 3\nspace: left-posterior-superior\nsizes: {ni} {nj} {nk}\n"
+              "space directions: (1,0,0) (0,1,0) (0,0.6,1.5)\nencoding: raw\nendian: little\n"
+              "space origin: (0,0,0)\n\n")
+    path.write_bytes(header.encode() + np.ascontiguousarray(array, dtype="<f4").tobytes())
+    return path
+
+
 def _bad_inputs(folder, tiny_model, foreign_model, phantom_path):
     rng = np.random.default_rng(1)
     noisy = rng.random((20, 24, 28)).astype(np.float32)
@@ -117,6 +127,9 @@ def _bad_inputs(folder, tiny_model, foreign_model, phantom_path):
         "not an image": ([folder / "text.nrrd", *ok], "text.nrrd"),
         "missing file": ([folder / "absent.nrrd", *ok], "no such file"),
         "a directory": ([folder, *ok], "directory"),
+        "thin slab": ([_write(folder, "slab.nrrd", rng.random((6, 200, 200)).astype(np.float32)), *ok],
+                      "at least 8 mm along every axis"),
+        "sheared grid": ([_sheared_nrrd(folder / "sheared.nrrd", noisy), *ok], "not perpendicular"),
         "model of another task": ([phantom_path, "--model", foreign_model, "--device", "cpu"], "task"),
         "wrong method for the model": ([phantom_path, *ok, "--method", "transfer"], "transfer"),
         "missing model": ([phantom_path, "--model", "v999", "--device", "cpu"], "v999"),
@@ -125,7 +138,8 @@ def _bad_inputs(folder, tiny_model, foreign_model, phantom_path):
 
 
 BAD_CASES = ("2D image", "single slice", "empty volume", "constant volume", "NaN voxel", "infinite voxel",
-             "truncated file", "not an image", "missing file", "a directory", "model of another task",
+             "truncated file", "not an image", "missing file", "a directory", "thin slab", "sheared grid",
+             "model of another task",
              "wrong method for the model", "missing model", "bad device")
 
 
