@@ -89,6 +89,29 @@ def load_sets(spec: str | None, population: str, args):
     return training.concatenate(parts), test
 
 
+def _check_arguments(args) -> None:
+    """Every argument that needs no file or network, before anything is loaded."""
+    if args.adults is None and args.children is None:
+        raise SegTuneError("give --adults and/or --children (a folder or a phantom count)")
+    for option, spec in (("--adults", args.adults), ("--children", args.children)):
+        if spec is not None and spec.isdigit() and int(spec) < 1:
+            raise SegTuneError(f"{option} {spec}: give a folder or a phantom count >= 1")
+    if args.method != "unet" and not args.base:
+        raise SegTuneError(f"--method {args.method} needs --base (the trained adult model)")
+    if args.method != "unet" and args.children is None:
+        raise SegTuneError(f"--method {args.method} trains on children: give --children")
+    if not 0.0 <= args.native_fraction <= 1.0:
+        raise SegTuneError("--native-fraction must lie in [0, 1]")
+    if not 0.0 < args.test_fraction < 1.0:
+        raise SegTuneError("--test-fraction must lie in (0, 1)")
+    if args.test_adults < 0 or args.test_children < 0:
+        raise SegTuneError("--test-adults and --test-children must be >= 0")
+    if args.epochs < 1 or args.batch_size < 1 or args.workers < 1 or not args.lr > 0:
+        raise SegTuneError("--epochs, --batch-size and --workers must be >= 1 and --lr > 0")
+    if not args.augment >= 0 or (args.time_budget is not None and not args.time_budget > 0) or args.crop < 0:
+        raise SegTuneError("--augment and --crop must be >= 0 and --time-budget > 0")
+
+
 def resolve_base(name: str):
     from SegTuneCore.models import ModelStore
 
@@ -109,54 +132,54 @@ def run(args) -> int:
         from .template_training import train_from_args
 
         return train_from_args(args)
-    if args.adults is None and args.children is None:
-        raise SegTuneError("give --adults and/or --children (a folder or a phantom count)")
-    if args.method != "unet" and not args.base:
-        raise SegTuneError(f"--method {args.method} needs --base (the trained adult model)")
-    if args.method != "unet" and args.children is None:
-        raise SegTuneError(f"--method {args.method} trains on children: give --children")
-    if not 0.0 <= args.native_fraction <= 1.0:
-        raise SegTuneError("--native-fraction must lie in [0, 1]")
-    if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0:
-        raise SegTuneError("--epochs and --batch-size must be >= 1 and --lr > 0")
+    _check_arguments(args)
+    for spec in (args.adults, args.children):
+        if spec is not None and not spec.isdigit():
+            training.find_pairs(spec)  # every file's header, before minutes of work
     device = select_device(args.device)
     reporter = ProgressReporter(args.progress)
     torch.manual_seed(args.seed)
 
-    base = resolve_base(args.base) if args.base else None  # fail fast, before generating data
-    init = resolve_base(args.init) if args.init else None
-    reporter.log("preparing data")
-    adults, adults_test = load_sets(args.adults, "adult", args)
-    children, children_test = load_sets(args.children, "child", args)
-
+    # the network first: a bad --base, --init, --layers, --transfer-layers or --crop fails before
+    # minutes of phantom generation
     extra = {}
     if args.method == "unet":
-        if init is not None:
+        if args.init:
+            init = resolve_base(args.init)
             network, init_meta = inference.load_network(init, "cpu")
             if not isinstance(network, unet.UNet3D):
                 raise SegTuneError(f"{init.path}: --init must be a plain U-Net, not {init_meta['architecture']['name']}")
             extra["initial_model"] = {"path": str(init.path), "sha256": init_meta["sha256"]}
         else:
             network = unet.UNet3D(unet.UNetConfig(width=args.width, levels=args.levels, dropout=args.dropout))
-        train_sets = [s for s in (adults, children) if s is not None]
     else:
+        base = resolve_base(args.base)
         network, base_meta = inference.load_network(base, "cpu")
         if not isinstance(network, unet.UNet3D):
             raise SegTuneError(f"{base.path}: --base must be a plain U-Net, not {base_meta['architecture']['name']}")
         extra["base_model"] = {"path": str(base.path), "sha256": base_meta["sha256"]}
-        if args.method == "finetune":
-            extra["trained_layers"] = args.layers
-            training.set_trainable(network, args.layers)
-        else:
-            chosen = [s.strip() for s in args.transfer_layers.split(",") if s.strip()]
-            unknown = sorted(set(chosen) - set(TRANSFER_LAYERS))
-            if unknown or not chosen:
-                raise SegTuneError(f"--transfer-layers: unknown {unknown or chosen} (choose from {', '.join(TRANSFER_LAYERS)})")
-            network = transfer.TransferUNet(network, transfer.TransferConfig(
-                geometric="geometric" in chosen, intensity="intensity" in chosen, fixed_convolutions="fixed" in chosen,
-                predictor_width=transfer.default_predictor_width(network.config.width)))
-            extra["added_parameters"] = network.added_parameter_count()
-        train_sets = [children]
+    # every level halves the crop; the lowest must keep >= 2 voxels for batch normalisation
+    step = 2 ** (network.config.levels - 1)
+    if args.crop and not (args.crop <= 80 and args.crop % step == 0 and args.crop // step >= 2):
+        raise SegTuneError(f"--crop {args.crop}: use 0 (whole cubes) or a multiple of {step} from {2 * step} to 80 "
+                           f"for a {network.config.levels}-level U-Net")
+    if args.method == "finetune":
+        extra["trained_layers"] = args.layers
+        training.set_trainable(network, args.layers)
+    elif args.method == "transfer":
+        chosen = [s.strip() for s in args.transfer_layers.split(",") if s.strip()]
+        unknown = sorted(set(chosen) - set(TRANSFER_LAYERS))
+        if unknown or not chosen:
+            raise SegTuneError(f"--transfer-layers: unknown {unknown or chosen} (choose from {', '.join(TRANSFER_LAYERS)})")
+        network = transfer.TransferUNet(network, transfer.TransferConfig(
+            geometric="geometric" in chosen, intensity="intensity" in chosen, fixed_convolutions="fixed" in chosen,
+            predictor_width=transfer.default_predictor_width(network.config.width)))
+        extra["added_parameters"] = network.added_parameter_count()
+
+    reporter.log("preparing data")
+    adults, adults_test = load_sets(args.adults, "adult", args)
+    children, children_test = load_sets(args.children, "child", args)
+    train_sets = [s for s in (adults, children) if s is not None] if args.method == "unet" else [children]
 
     settings = training.TrainSettings(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, crop=args.crop or None, augment=args.augment,

@@ -101,9 +101,9 @@ def test_folder_pairs_are_found_and_preprocessed(tmp_path):
     assert len(train) == 1 and len(test) == 1
 
 
-def _cli(*args, cwd=None):
+def _cli(*args, cwd=None, **env):
     return subprocess.run([sys.executable, "-m", "KidneyUSLib", "train", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          cwd=cwd, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1", **env})
 
 
 def test_train_cli_trains_and_saves_a_model_on_phantoms(tmp_path):
@@ -134,12 +134,24 @@ def test_train_cli_trains_and_saves_a_model_on_phantoms(tmp_path):
     (["--method", "finetune", "--children", "2", "--output", "X"], "needs --base"),
     (["--method", "transfer", "--base", "/nonexistent/model", "--children", "2", "--output", "X"], "not a model folder"),
     (["--adults", "/nonexistent/folder", "--output", "X"], "not a folder"),
+    (["--adults", "0", "--output", "X"], "--adults 0: give a folder or a phantom count >= 1"),
+    (["--adults", "2", "--test-adults", "-3", "--output", "X"], "--test-adults and --test-children must be >= 0"),
+    (["--adults", "2", "--crop", "-5", "--output", "X"], "--crop must be >= 0"),
+    (["--adults", "2", "--crop", "12", "--output", "X"], "--crop 12: use 0 (whole cubes) or a multiple of 8 from 16 to 80"),
+    (["--adults", "2", "--crop", "100", "--output", "X"], "--crop 100"),
+    (["--method", "finetune", "--base", "unet-default", "--children", "2", "--layers", "last:99", "--output", "X"],
+     "invalid layers 'last:99'"),
+    (["--method", "transfer", "--base", "unet-default", "--children", "2", "--transfer-layers", "geometrc",
+      "--output", "X"], "--transfer-layers: unknown ['geometrc']"),
 ])
 def test_train_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
-    proc = _cli(*args, cwd=tmp_path)
-    assert proc.returncode != 0
+    cache = tmp_path / "phantom-cache"
+    proc = _cli(*args, cwd=tmp_path, KIDNEYUS_PHANTOM_CACHE=str(cache))
+    assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert "usage:" in proc.stderr or len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "X").exists()
+    assert not cache.exists()  # refused before any phantom was generated
 
 
 def test_hpo_objective_trains_for_the_budget_and_refuses_what_cannot_fit():
