@@ -191,13 +191,12 @@ def segmentation_node_from_labels(labels: np.ndarray, segments: Sequence[Segment
     if not segments:
         return node
     kept = np.where(np.isin(labels, values), labels, 0).astype(np.uint8 if max(values) <= 255 else np.uint16)
-    reference = volume_from_node(reference_volume_node)
-    labelmap_node = node_from_volume(reference.with_array(kept), f"{name} labels",
-                                     class_name="vtkMRMLLabelMapVolumeNode")
-    try:
-        image = slicer.vtkSlicerSegmentationsModuleLogic.CreateOrientedImageDataFromVolumeNode(labelmap_node)
-    finally:
-        slicer.mrmlScene.RemoveNode(labelmap_node)
+    # a labelmap node outside the scene: in it, a temporary node would leave its display node and
+    # (headless) a stale subject-hierarchy item behind
+    labelmap_node = slicer.vtkMRMLLabelMapVolumeNode()
+    labelmap_node.SetIJKToRASMatrix(_numpy_to_matrix(ijk_to_ras_of(reference_volume_node)))
+    slicer.util.updateVolumeFromArray(labelmap_node, np.ascontiguousarray(kept))
+    image = slicer.vtkSlicerSegmentationsModuleLogic.CreateOrientedImageDataFromVolumeNode(labelmap_node)
     representation = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
     shared = segmentation.GetSegment(segmentation.GetNthSegmentID(0)).GetRepresentation(representation)
     if segmentation.GetNumberOfLayers() != 1 or shared is None:

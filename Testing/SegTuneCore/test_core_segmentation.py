@@ -114,3 +114,22 @@ def test_label_values_above_255(slicer_runtime):
     got, got_segments = mrml.labels_from_segmentation_node(node, reference)
     assert got.dtype == np.uint16 and [s.label_value for s in got_segments] == [1000, 2000, 3000]
     np.testing.assert_array_equal(got, array)
+
+
+def test_making_a_segmentation_leaves_only_the_segmentation_in_the_scene(slicer_runtime):
+    import vtk
+
+    labels = generated_labels("LPS")
+    reference = mrml.node_from_volume(labels, "reference")
+    scene = slicer_runtime.mrmlScene
+    before = {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+    for name in ("first", "second"):
+        node = mrml.segmentation_node_from_labels(labels.array, [Segment("a", 1, (1, 0, 0))], reference, name)
+    added = [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes()) if scene.GetNthNode(i).GetID() not in before]
+    assert sorted(n.GetClassName() for n in added) == ["vtkMRMLSegmentationDisplayNode"] * 2 + ["vtkMRMLSegmentationNode"] * 2
+    hierarchy = scene.GetSubjectHierarchyNode()
+    items = vtk.vtkIdList()
+    hierarchy.GetItemChildren(hierarchy.GetSceneItemID(), items, True)
+    names = [hierarchy.GetItemName(items.GetId(i)) for i in range(items.GetNumberOfIds())]
+    assert "" not in names and names.count("first") + names.count("second") <= 2  # no stale items
+    assert mrml.labels_from_segmentation_node(node, reference)[0].sum() == (labels.array == 1).sum()
