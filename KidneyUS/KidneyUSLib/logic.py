@@ -121,11 +121,18 @@ class KidneyUSLogic:
         return self.show_labels(volume_node, (labels.array == kidney.label_value).astype(np.uint8), output_node)
 
     def show_labels(self, volume_node, labels: np.ndarray, output_node=None):
-        """Segmentation node "<input> kidney" from a 0/1 array on the input's grid, next to the input."""
+        """Segmentation node "<input> kidney" from a 0/1 array on the input's grid, next to the input.
+
+        `output_node` is updated only if it is new or already the result of this input: the
+        module keeps its last result selected, and another volume's result must survive."""
         from SegTuneCore.mrml import place_next_to, segmentation_node_from_labels
 
         from .segmentation import KIDNEY
 
+        if output_node is not None:
+            owner = output_node.GetNodeReference(output_node.GetReferenceImageGeometryReferenceRole())
+            if owner is not None and owner is not volume_node:
+                output_node = None
         name = output_node.GetName() if output_node is not None else f"{volume_node.GetName()} kidney"
         node = segmentation_node_from_labels(labels, [KIDNEY], volume_node, name, node=output_node)
         segmentation = node.GetSegmentation()

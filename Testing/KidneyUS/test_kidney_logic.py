@@ -76,6 +76,19 @@ def test_segmenting_again_updates_the_given_output_node(slicer_runtime):
     assert check_segmentation_node(slicer_runtime, second, node).sum() <= label.array.sum()
 
 
+def test_the_result_of_another_volume_is_never_overwritten(slicer_runtime):
+    volume, label = phantom("adult", oblique=False)
+    first_node, second_node = node_from_volume(volume, "first"), node_from_volume(volume, "second")
+    logic = KidneyUSLogic()
+    first = logic.segment(first_node, segmenter=TruthSegmenter(label))
+    kept = check_segmentation_node(slicer_runtime, first, first_node).copy()
+    second = logic.segment(second_node, segmenter=TruthSegmenter(label.with_array(np.zeros_like(label.array))),
+                           output_node=first)  # the module still has the first result selected
+    assert second is not first and second.GetName() == "second kidney"
+    assert np.array_equal(check_segmentation_node(slicer_runtime, first, first_node), kept) and kept.any()
+    assert slicer_runtime.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 2
+
+
 def test_child_process_path_gives_the_same_segmentation_as_in_process(slicer_runtime, tmp_path, tiny_model):
     volume, _ = phantom("adult", 80_000_007)
     node = node_from_volume(volume, "adult")
