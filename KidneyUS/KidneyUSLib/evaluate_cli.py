@@ -100,6 +100,7 @@ def run(args) -> int:
     from scipy import ndimage
 
     from SegTuneCore.device import describe
+    from SegTuneCore.geometry import check_outputs
     from SegTuneCore.process import ProgressReporter, atomic_write
 
     from .preprocessing import keep_largest_component
@@ -110,11 +111,11 @@ def run(args) -> int:
         raise SegTuneError("--adults and --children must be >= 0, and at least one phantom is needed")
     if args.workers < 1:
         raise SegTuneError("--workers must be >= 1")
+    if args.first_seed is not None and args.first_seed < 0:
+        raise SegTuneError("--first-seed must be >= 0")
     if len(set(args.model)) != len(args.model):
         raise SegTuneError("--model: each model once")
-    for path in (args.output, args.markdown):
-        if path and Path(path).is_dir():
-            raise SegTuneError(f"{path}: is a directory")
+    check_outputs([path for path in (args.output, args.markdown) if path])
     entries = {name: resolve_model(name) for name in args.model}  # every model checked before any work
     segmenters = {name: load_segmenter(entry, args.device) for name, entry in entries.items()}
     reporter = ProgressReporter(args.progress)

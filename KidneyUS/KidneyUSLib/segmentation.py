@@ -42,6 +42,8 @@ def validate_volume(volume: Volume, name: str = "input") -> None:
         raise SegTuneError(f"{name}: voxel type {array.dtype} is not a real scalar")
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         raise SegTuneError(f"{name}: contains NaN or infinite voxels")
+    if np.issubdtype(array.dtype, np.floating) and np.abs(array).max() > np.finfo(np.float32).max:
+        raise SegTuneError(f"{name}: voxel values beyond the float32 range (|v| > 3.4e38); rescale the volume first")
     if array.min() == array.max():
         raise SegTuneError(f"{name}: is empty (every voxel is {array.flat[0]})")
     matrix = np.asarray(volume.ijk_to_ras, dtype=np.float64)

@@ -81,6 +81,7 @@ def test_evaluate_compares_models_on_the_same_native_phantoms(tmp_path, template
     (["--model", "unet-default", "--adults", "0", "--children", "0"], "at least one phantom"),
     (["--model", "unet-default", "--model", "unet-default"], "each model once"),
     (["--model", "unet-default", "--workers", "0"], "--workers"),
+    (["--model", "unet-default", "--first-seed", "-5"], "--first-seed must be >= 0"),
 ])
 def test_bad_options_give_one_line_and_write_nothing(tmp_path, args, expected):
     out = tmp_path / "results.json"

@@ -127,6 +127,7 @@ def _bad_inputs(folder, tiny_model, foreign_model, phantom_path):
         "not an image": ([folder / "text.nrrd", *ok], "text.nrrd"),
         "missing file": ([folder / "absent.nrrd", *ok], "no such file"),
         "a directory": ([folder, *ok], "directory"),
+        "beyond float32": ([_write(folder, "huge.nrrd", noisy.astype(np.float64) * 1e39), *ok], "float32 range"),
         "thin slab": ([_write(folder, "slab.nrrd", rng.random((6, 200, 200)).astype(np.float32)), *ok],
                       "at least 8 mm along every axis"),
         "sheared grid": ([_sheared_nrrd(folder / "sheared.nrrd", noisy), *ok], "not perpendicular"),
@@ -138,7 +139,7 @@ def _bad_inputs(folder, tiny_model, foreign_model, phantom_path):
 
 
 BAD_CASES = ("2D image", "single slice", "empty volume", "constant volume", "NaN voxel", "infinite voxel",
-             "truncated file", "not an image", "missing file", "a directory", "thin slab", "sheared grid",
+             "truncated file", "not an image", "missing file", "a directory", "beyond float32", "thin slab", "sheared grid",
              "model of another task",
              "wrong method for the model", "missing model", "bad device")
 
