@@ -266,10 +266,12 @@ def _check_itk_readable(path: Path) -> None:
 
 def place_next_to(node, reference_node) -> None:
     """Put `node` in the same subject-hierarchy folder/study as `reference_node` and under its
-    parent transform: results are computed on the volume's own grid (`volume_from_node`), so
-    they stay on it wherever a transform, linear or not, moves the volume in the world."""
+    parent transform (where `node` can have one: not tables or charts): results are computed on
+    the volume's own grid (`volume_from_node`), so they stay on it wherever a transform, linear or
+    not, moves the volume in the world."""
     slicer = _slicer()
-    node.SetAndObserveTransformNodeID(reference_node.GetTransformNodeID())
+    if node.IsA("vtkMRMLTransformableNode"):
+        node.SetAndObserveTransformNodeID(reference_node.GetTransformNodeID())
     hierarchy = slicer.mrmlScene.GetSubjectHierarchyNode()
     if hierarchy is None:
         return

@@ -97,6 +97,11 @@ def test_outputs_follow_the_parent_transform_of_the_input(slicer_runtime):
     output.GetRASBounds(output_bounds)
     assert volume_bounds[4] == pytest.approx(98.0) and volume_bounds[5] == pytest.approx(114.0)  # k: 0..3 voxels of 4 mm
     np.testing.assert_allclose(output_bounds, volume_bounds, atol=1e-6)
+    table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", "regions table")  # no transform to follow
+    mrml.place_next_to(table, volume)
+    hierarchy = slicer.mrmlScene.GetSubjectHierarchyNode()
+    assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(table)) == hierarchy.GetItemParent(
+        hierarchy.GetItemByDataNode(volume))
 
 
 def test_data_nodes_get_subject_hierarchy_items_and_outputs_land_next_to_the_input(slicer_runtime):
