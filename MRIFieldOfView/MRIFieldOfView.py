@@ -110,6 +110,8 @@ class MRIFieldOfViewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
 
     def onSceneStartClose(self, caller, event):
+        if self._localizeJob:  # its input is going away with the scene
+            self.cancelLocalize("Cancelled: the scene was closed.")
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
@@ -164,8 +166,7 @@ class MRIFieldOfViewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onApplyButton(self):
         if self._localizeJob:
-            self._localizeJob[0].cancel()
-            self.finishLocalize("Cancelled.")
+            self.cancelLocalize("Cancelled.")
             return
         if not ensure_packages("MRI Field of View"):
             return
@@ -192,6 +193,10 @@ class MRIFieldOfViewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if event["event"] == "progress":
             self.ui.progressBar.value = int(100 * event.get("fraction", 0.0))
             self.ui.statusLabel.text = event.get("message", "")
+
+    def cancelLocalize(self, message):
+        self._localizeJob[0].cancel()
+        self.finishLocalize(message)
 
     def finishLocalize(self, message):
         process, workdir, _ = self._localizeJob

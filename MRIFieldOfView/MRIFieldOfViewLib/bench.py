@@ -25,7 +25,10 @@ import time
 
 import numpy as np
 
+from SegTuneCore.errors import SegTuneError
 from SegTuneCore.process import add_progress_argument
+
+from .phantom_cli import check_max_matrix
 
 
 def configure(parser) -> None:
@@ -168,6 +171,10 @@ def run(args) -> int:
     from .phantom import make_phantom
     from .preprocessing import axial_slices
 
+    for name in ("volumes", "slices", "batch_size", "repeat"):
+        if getattr(args, name) < 1:
+            raise SegTuneError(f"--{name.replace('_', '-')} must be >= 1")
+    check_max_matrix(args.max_matrix)
     reporter = ProgressReporter(args.progress)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -16,6 +16,7 @@ from SegTuneCore.errors import SegTuneError
 from SegTuneCore.process import add_progress_argument
 
 from .dataset import HELD_OUT_SEED_START
+from .phantom_cli import check_max_matrix
 
 
 def configure(parser) -> None:
@@ -47,6 +48,7 @@ def run(args) -> int:
     phantoms = 40 if args.phantoms is None and not args.data else args.phantoms
     if phantoms is not None and phantoms < 1:
         raise SegTuneError("--phantoms must be >= 1")
+    check_max_matrix(args.max_matrix)
     if args.seed_start < HELD_OUT_SEED_START and not args.data:
         reporter.log(f"warning: seeds below {HELD_OUT_SEED_START} may have been used in training")
     device = select_device(args.device)

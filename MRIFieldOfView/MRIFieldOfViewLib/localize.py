@@ -100,6 +100,11 @@ def localize(volume: Volume, model: LoadedModel, *, smoothing_mm: float = DEFAUL
 
     if smoothing_mm < 0 or not np.isfinite(smoothing_mm):
         raise SegTuneError(f"smoothing must be a finite width >= 0 mm, got {smoothing_mm}")
+    shape = np.shape(volume.array)
+    # read_volume's rule, for callers that bring an array (the MRML logic): the slices of a 2D
+    # image are lines. Not in axial_slices, which also prepares single training slices.
+    if len(shape) != 3 or min(shape) < 2:
+        raise SegTuneError(f"the volume is a {'x'.join(map(str, shape[::-1]))} image, expected a 3D volume")
     report = progress or (lambda fraction, message: None)
     report(0.0, "preparing slices")
     stack = axial_slices(volume)

@@ -25,6 +25,12 @@ def configure(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
 
 
+def check_max_matrix(max_matrix: int) -> None:
+    """Phantoms below 32 pixels lose their anatomy (and the classifier's input is 128)."""
+    if not 32 <= max_matrix <= 1024:
+        raise SegTuneError("--max-matrix must be in [32, 1024]")
+
+
 def parse_regions(text: str | None) -> list[str] | None:
     if not text:
         return None
@@ -45,8 +51,7 @@ def run(args) -> int:
 
     if args.seed < 0:
         raise SegTuneError("--seed must be >= 0")
-    if not 32 <= args.max_matrix <= 1024:
-        raise SegTuneError("--max-matrix must be in [32, 1024]")
+    check_max_matrix(args.max_matrix)
     check_outputs([args.output, args.truth])
     phantom = make_phantom(args.seed, regions=parse_regions(args.regions), protocol=args.protocol,
                            spine=args.spine, orientation=not args.canonical, max_matrix=args.max_matrix)

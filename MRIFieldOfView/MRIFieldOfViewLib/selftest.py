@@ -166,15 +166,21 @@ def scenario_spine(slicer, workdir: Path, model=None) -> None:
 
 
 def scenario_bad_input(slicer, workdir: Path, model=None) -> None:
-    """An empty (constant) or NaN volume is refused with a message and adds no node."""
+    """An empty (constant), NaN or 2D volume (one axial or one coronal slice) is refused with a
+    message and adds no node."""
     from SegTuneCore.mrml import node_from_volume
 
     from .logic import FieldOfViewLogic
 
     logic = FieldOfViewLogic()
-    for name, array, reason in (("constant", np.zeros((6, 32, 32), np.float32), "empty"),
-                                ("nan", np.full((6, 32, 32), np.nan, np.float32), "NaN")):
-        node = node_from_volume(Volume.from_geometry(array, (1, 1, 3), (0, 0, 0)), name)
+    body = np.random.default_rng(0).uniform(100, 1000, (40, 32)).astype(np.float32)
+    coronal = np.array([[1.0, 0, 0], [0, 0, 1], [0, 1, 0]])  # j runs superior, k anterior
+    for name, volume, reason in (
+            ("constant", Volume.from_geometry(np.zeros((6, 32, 32), np.float32), (1, 1, 3), (0, 0, 0)), "empty"),
+            ("nan", Volume.from_geometry(np.full((6, 32, 32), np.nan, np.float32), (1, 1, 3), (0, 0, 0)), "NaN"),
+            ("one axial slice", Volume.from_geometry(body[None], (1, 1, 3), (0, 0, 0)), "3D"),
+            ("one coronal slice", Volume.from_geometry(body[None], (1, 1, 3), (0, 0, 0), coronal), "3D")):
+        node = node_from_volume(volume, name)
         before = slicer.mrmlScene.GetNumberOfNodes()
         try:
             logic.run(node, model=model, device="cpu")

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 from SegTuneCore.errors import SegTuneError
 from SegTuneCore.process import add_progress_argument
 
 from .classifier import BASELINE_CONFIG
+from .phantom_cli import check_max_matrix
 
 GIB = 2 ** 30
 
@@ -124,8 +126,12 @@ def run(args) -> int:
     for name in ("epochs", "samples_per_epoch", "batch_size"):
         if int(getattr(args, name, None) or config.get(name, 1)) < 1:
             raise SegTuneError(f"--{name.replace('_', '-')} must be >= 1")
+    learning_rate = float(config["learning_rate"])
+    if not (math.isfinite(learning_rate) and learning_rate > 0):
+        raise SegTuneError(f"--learning-rate must be a finite number > 0, got {learning_rate:g}")
     if args.phantoms is not None and args.phantoms < 3:
         raise SegTuneError("--phantoms must be >= 3 (train, validation and test volumes)")
+    check_max_matrix(args.max_matrix)
     if args.phantom_seed_start < 0:
         raise SegTuneError("--phantom-seed-start must be >= 0")
     device = select_device(args.device)
@@ -161,9 +167,14 @@ def run(args) -> int:
                         if "validation_loss" in entry else ""))
 
     time_limit = args.time_limit_min * 60 if args.time_limit_min else None
-    result = train(config, sets["train"], sets["validation"], epochs=args.epochs,
-                   samples_per_epoch=args.samples_per_epoch, seed=args.seed, device=device, bf16=args.bf16,
-                   on_step=on_step, on_epoch=on_epoch, time_limit_s=time_limit, initial_state=initial_state)
+    try:
+        result = train(config, sets["train"], sets["validation"], epochs=args.epochs,
+                       samples_per_epoch=args.samples_per_epoch, seed=args.seed, device=device, bf16=args.bf16,
+                       on_step=on_step, on_epoch=on_epoch, time_limit_s=time_limit, initial_state=initial_state)
+    except FloatingPointError as exc:
+        # nothing is saved yet: a diverged run leaves no model folder
+        raise SegTuneError(f"{exc}; lower --learning-rate (now {learning_rate:g}, baseline "
+                           f"{BASELINE_CONFIG['learning_rate']:g})") from None
     metrics = {}
     for name in ("validation", "test"):
         if len(sets[name]):

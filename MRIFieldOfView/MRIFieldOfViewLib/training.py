@@ -137,7 +137,7 @@ def train(config: dict, train_set: SliceSet, validation_set: SliceSet | None, *,
                 logits = model(images)
             loss = weighted_cross_entropy(logits, labels, weights_t)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"training diverged (loss {float(loss)}) at epoch {epoch}, step {step + 1}")
+                raise FloatingPointError(f"training diverged (loss {loss.item()}) at epoch {epoch}, step {step + 1}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -6,6 +6,7 @@ import pytest
 from MRIFieldOfViewLib import selftest
 from MRIFieldOfViewLib.logic import TABLE_COLUMNS, FieldOfViewLogic
 from MRIFieldOfViewLib.regions import REGION_COLORS, REGIONS
+from SegTuneCore.errors import SegTuneError
 from SegTuneCore.geometry import Volume, write_volume
 
 
@@ -25,11 +26,8 @@ def small_volume(seed=0, slices=30):
     return Volume.from_geometry(array, (1.5, 1.2, 4.0), (-30.0, 12.0, -200.0), directions)
 
 
-def test_nodes_match_a_regions_document(slicer_runtime):
-    volume = small_volume()
-    node = selftest.node_in_study(volume, "input")
-    n = volume.array.shape[0]
-    document = {
+def regions_document(n):
+    return {
         "regions": [
             {"name": "abdomen", "first_slice": 3, "last_slice": 12, "inferior_mm": -190.0, "superior_mm": -150.0},
             {"name": "chest", "first_slice": 13, "last_slice": 29, "inferior_mm": -150.0, "superior_mm": -82.0},
@@ -39,7 +37,12 @@ def test_nodes_match_a_regions_document(slicer_runtime):
         "smoothed_probabilities": np.tile(np.linspace(0, 1, 6), (n, 1)).tolist(),
         "slice_positions_mm": (-200.0 + 4.0 * np.arange(n)).tolist(),
     }
-    nodes = FieldOfViewLogic().show_result(node, document)
+
+
+def test_nodes_match_a_regions_document(slicer_runtime):
+    volume = small_volume()
+    node = selftest.node_in_study(volume, "input")
+    nodes = FieldOfViewLogic().show_result(node, regions_document(volume.array.shape[0]))
     selftest.check_nodes(slicer_runtime, node, nodes)
     table = nodes.regions_table
     assert [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())] == list(TABLE_COLUMNS)
@@ -59,6 +62,23 @@ def test_nodes_match_a_regions_document(slicer_runtime):
         nodes.segmentation.GetReferenceImageGeometryReferenceRole())
     assert reference.GetID() == node.GetID()
     assert "input" in nodes.segmentation.GetName()
+
+
+def test_a_result_for_a_volume_no_longer_in_the_scene_is_refused_without_nodes(slicer_runtime):
+    # A background localize that finishes after its input was deleted or the scene closed.
+    scene = slicer_runtime.mrmlScene
+    volume = small_volume()
+    document = regions_document(volume.array.shape[0])
+    logic = FieldOfViewLogic()
+    deleted = selftest.node_in_study(volume, "deleted")
+    scene.RemoveNode(deleted)
+    closed = selftest.node_in_study(volume, "closed")
+    scene.Clear(0)
+    for node in (deleted, closed):
+        before = scene.GetNumberOfNodes()
+        with pytest.raises(SegTuneError, match="no longer in the scene"):
+            logic.show_result(node, document)
+        assert scene.GetNumberOfNodes() == before
 
 
 def test_orientations_give_the_same_physical_regions(slicer_runtime, tmp_path, standin_model):

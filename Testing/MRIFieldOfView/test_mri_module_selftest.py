@@ -87,6 +87,21 @@ def test_module_file_is_thin_and_imports_no_torch_at_module_level():
     assert "thesis" in text and "§2.6" in text
 
 
+def test_closing_the_scene_cancels_a_running_localization():
+    # The widget needs the desktop app's Qt; check its wiring in the source. What a late result
+    # does to the scene is tested on the headless runtime (test_mri_logic).
+    widget = next(n for n in module_tree().body if isinstance(n, ast.ClassDef) and n.name == "MRIFieldOfViewWidget")
+    methods = {n.name: n for n in widget.body if isinstance(n, ast.FunctionDef)}
+    setup = ast.unparse(methods["setup"])
+    assert "StartCloseEvent, self.onSceneStartClose" in setup
+
+    def called(method):
+        return {n.func.attr for n in ast.walk(methods[method]) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)}
+
+    assert "cancelLocalize" in called("onSceneStartClose")
+    assert {"cancel", "finishLocalize"} <= called("cancelLocalize")
+
+
 def test_cmake_lists_every_python_file_and_resource():
     cmake = (MODULE / "CMakeLists.txt").read_text()
     listed = set(cmake.split())

@@ -102,12 +102,43 @@ def test_train_and_evaluate_clis_end_to_end(tmp_path, capsys):
     (["--phantoms", "2"], "--phantoms"),
     (["--phantoms", "3", "--blocks", "1"], "too large"),
     (["--phantoms", "3", "--config", "{\"colour\": 1}"], "unknown keys"),
+    (["--phantoms", "3", "--max-matrix", "8"], "--max-matrix must be in [32, 1024]"),
+    (["--phantoms", "3", "--learning-rate", "nan"], "--learning-rate must be a finite number > 0"),
+    (["--phantoms", "3", "--learning-rate", "0"], "--learning-rate must be a finite number > 0"),
+    (["--phantoms", "3", "--config", "{\"learning_rate\": -0.1}"], "--learning-rate must be a finite number > 0"),
 ])
 def test_train_cli_refuses_bad_input_without_output(tmp_path, args, message):
     result = run_cli("train", *args, "--output", str(tmp_path / "model"), timeout=60)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "model").exists()
+
+
+def test_a_diverging_training_run_is_one_error_line_that_names_the_learning_rate(tmp_path):
+    result = run_cli("train", "--phantoms", "4", "--max-matrix", "64", "--filters-log2", "3", "--fc-units", "32,16",
+                     "--learning-rate", "1000", "--epochs", "2", "--samples-per-epoch", "64", "--device", "cpu", "--progress", "quiet",
+                     "--output", str(tmp_path / "model"), timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [result.stderr.strip()]  # one line, no traceback or warning
+    assert result.stderr.startswith("error: training diverged") and "lower --learning-rate (now 1000" in result.stderr
+    assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["bench", "accuracy", "--volumes", "0"], "--volumes must be >= 1"),
+    (["bench", "accuracy", "--volumes", "1", "--max-matrix", "8"], "--max-matrix must be in [32, 1024]"),
+    (["evaluate", "--phantoms", "1", "--max-matrix", "8"], "--max-matrix must be in [32, 1024]"),
+])
+def test_bench_and_evaluate_refuse_bad_arguments_in_one_line(tmp_path, capsys, argv, message):
+    from MRIFieldOfViewLib.__main__ import main
+    from SegTuneCore.errors import run_cli as run_main
+
+    output = tmp_path / "metrics.json"
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(main, argv + (["--output", str(output)] if argv[0] == "evaluate" else []))
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+    assert not output.exists()
 
 
 def test_hpo_objective_refuses_the_600m_weight_model_as_out_of_memory():
