@@ -53,20 +53,19 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .acquisition import log_acquisition, normalised_sample
+from . import options as check
+from .acquisition import ACQUISITIONS, log_acquisition, normalised_sample
 from .failures import FailurePolicy
 from .gp import GaussianProcess, RefitPolicy
-from .samplers.bo import fantasy_value, local_candidates
+from .samplers.bo import LIARS, fantasy_value, local_candidates
 from .space import Space
 from .trials import Trial, TrialState, finished_outcome
 
 
 def bracket_schedule(max_budget: float, eta: float = 3) -> list[list[tuple[int, float]]]:
     """[(nᵢ, rᵢ) for each rung] for s = s_max … 0 (Li et al., Algorithm 1)."""
-    if eta <= 1:
-        raise ValueError(f"eta must be > 1, got {eta}")
-    if max_budget < 1:
-        raise ValueError(f"max_budget (R) must be >= 1, got {max_budget}")
+    check.number("eta", eta, 1.0, above=True)
+    check.number("max_budget (R)", max_budget, 1.0)
     s_max = int(math.floor(math.log(max_budget) / math.log(eta) + 1e-9))
     total = (s_max + 1) * max_budget
     schedule = []
@@ -169,8 +168,10 @@ class _BOSelector:
                  max_fit_points: int = 400, refit_every: int = 1, refit_fraction: float = 0.1):
         self.space = space
         self.max_budget, self.min_budget = max_budget, min_budget
-        self.acquisition = acquisition
-        self.n_candidates, self.n_local = n_candidates, n_local
+        self.acquisition = check.choice("acquisition", acquisition, ACQUISITIONS)
+        self.n_candidates = check.integer("n_candidates", n_candidates, 1)
+        self.n_local = check.integer("n_local", n_local, 0)
+        max_enumerate = check.integer("max_enumerate", max_enumerate, 0)
         self.failures = FailurePolicy(failure_policy)
         self.gp = GaussianProcess(self.kernel, n_restarts=n_restarts, max_fit_points=max_fit_points, seed=seed,
                                   refit=RefitPolicy(every=refit_every, fraction=refit_fraction))
@@ -238,7 +239,7 @@ class LiarBOSelector(_BOSelector):
         super().__init__(space, seed, **options)
         if predict_at not in ("auto", "first", "max"):
             raise ValueError(f"predict_at must be 'auto', 'first' or 'max', got {predict_at!r}")
-        self.predict_at, self.liar = predict_at, liar
+        self.predict_at, self.liar = predict_at, check.choice("liar", liar, LIARS)
 
     def _target_budget(self, budget, ok):
         if self.predict_at == "first":
@@ -292,7 +293,7 @@ class HyperbandScheduler:
             self.selector = SELECTORS[selector](self.space, seed, **options)
         except TypeError as exc:
             raise ValueError(f"bad option for selector {selector!r}: {exc}") from None
-        self.max_iterations = max_iterations
+        self.max_iterations = None if max_iterations is None else check.integer("max_iterations", max_iterations, 1)
         self._reset()
 
     def _reset(self):

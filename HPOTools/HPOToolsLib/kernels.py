@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import options as check
+
 SQRT5 = np.sqrt(5.0)
 
 
@@ -80,7 +82,4 @@ KERNELS = {"se": SquaredExponential, "matern52": Matern52}
 def make_kernel(name: str) -> Kernel:
     if isinstance(name, Kernel):
         return name
-    try:
-        return KERNELS[name]()
-    except KeyError:
-        raise ValueError(f"unknown kernel {name!r} (expected one of {sorted(KERNELS)})") from None
+    return KERNELS[check.choice("kernel", name, sorted(KERNELS))]()

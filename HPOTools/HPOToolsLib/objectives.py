@@ -5,9 +5,11 @@
     objective(params) or objective(params, budget)       # value to minimise
 
 ``Objective(name, function, space, multi_fidelity=False, max_budget=None, optimum=None,
-description="")``: ``function(params)`` (or ``function(params, budget)`` when ``multi_fidelity``)
-returns the value to minimise; ``space`` is its default ``Space``; ``optimum`` the known minimum
-(benchmarks only). Names are "<Module>:<name>" by convention. ``get_objective("X:name")`` first
+description="", requires_full_space=False)``: ``function(params)`` (or ``function(params, budget)``
+when ``multi_fidelity``) returns the value to minimise; ``space`` is its default ``Space``;
+``optimum`` the known minimum (benchmarks only). A study's own space may only use names of
+``space``; with ``requires_full_space`` it must name all of them (the function reads every one;
+without it, the objective has defaults for those left out). Names are "<Module>:<name>" by convention. ``get_objective("X:name")`` first
 looks in the registry, then imports ``XLib.hpo_objectives`` (if it exists), which registers the
 module's objectives (e.g. "MRIFieldOfView:classifier"), and looks again.
 
@@ -34,6 +36,7 @@ class Objective:
     max_budget: float | None = None
     optimum: float | None = None
     description: str = ""
+    requires_full_space: bool = False
 
     def __call__(self, params: dict, *budget: Any) -> float:
         return self.function(params, *budget)
@@ -70,14 +73,15 @@ def _register_benchmarks() -> None:
 
     register_objective("benchmark:branin", lambda: Objective(
         "benchmark:branin", f.branin, f.BRANIN_SPACE, optimum=f.BRANIN_OPTIMUM,
-        description="Branin-Hoo, 2-D"))
+        description="Branin-Hoo, 2-D", requires_full_space=True))
     register_objective("benchmark:hartmann6", lambda: Objective(
         "benchmark:hartmann6", f.hartmann6, f.HARTMANN6_SPACE, optimum=f.HARTMANN6_OPTIMUM,
-        description="Hartmann, 6-D"))
+        description="Hartmann, 6-D", requires_full_space=True))
     register_objective("benchmark:mf-hartmann6", lambda max_budget=f.MF_HARTMANN6_MAX_BUDGET: Objective(
         "benchmark:mf-hartmann6", lambda params, budget: f.mf_hartmann6(params, budget, max_budget),
         f.MF_HARTMANN6_SPACE, multi_fidelity=True, max_budget=max_budget, optimum=f.MF_HARTMANN6_OPTIMUM,
-        description="multi-fidelity Hartmann 6-D (Kandasamy et al. 2017); budget in (0, max_budget]"))
+        description="multi-fidelity Hartmann 6-D (Kandasamy et al. 2017); budget in (0, max_budget]",
+        requires_full_space=True))
 
 
 _register_benchmarks()

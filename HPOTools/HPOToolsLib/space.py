@@ -121,6 +121,9 @@ class _Range(Param):
         high = _number(high, f"{self.kind} high")
         if high < low:
             raise SpaceError(f"{self.kind} range is inverted: low={low!r} > high={high!r}")
+        # a JSON "false" is a non-empty string, which bool() would read as True
+        if not isinstance(log, (bool, np.bool_)):
+            raise SpaceError(f"{self.kind} log must be true or false, got {log!r}")
         if log and low <= 0:
             raise SpaceError(f"{self.kind} range with log=True needs low > 0, got low={low!r}")
         self.low, self.high, self.log = low, high, bool(log)
@@ -135,9 +138,16 @@ class _Range(Param):
 
     def _from_unit(self, u: float) -> float:
         u = min(max(float(u), 0.0), 1.0)
+        if u in (0.0, 1.0):  # the bounds themselves, free of round-off
+            return self.high if u else self.low
         if self.log:
-            return math.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low)))
-        return self.low + u * (self.high - self.low)
+            # base 10 so that decade points (a grid over 1e-5 … 1e-1) come out exact
+            low, high = math.log10(self.low), math.log10(self.high)
+            value = 10.0 ** (low + u * (high - low))
+        else:
+            value = self.low + u * (self.high - self.low)
+        # round-off can land just outside the range (exp(log(1e-5)) = 9.999999999999997e-06)
+        return min(max(value, self.low), self.high)
 
     def encode(self, value) -> np.ndarray:
         return np.array([self._to_unit(float(value))])

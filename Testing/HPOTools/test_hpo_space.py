@@ -120,3 +120,31 @@ def test_validate_rejects_foreign_configurations():
         space.validate({**good, "blocks": 9})
     with pytest.raises(SpaceError, match="misses"):
         space.validate({k: v for k, v in good.items() if k != "lr"})
+
+
+def test_range_values_stay_inside_their_bounds():
+    # exp(log(low)) is not always low: without the clamp the ends came out as 9.999999999999997e-06
+    rng = np.random.default_rng(0)
+    units = np.concatenate([[0.0, 1.0, -0.5, 1.5, 0.5, 1e-17, 1 - 1e-16], rng.random(30)])
+    for _ in range(500):
+        low = 10 ** rng.uniform(-12, 6)
+        high = low * 10 ** rng.uniform(1e-9, 12)
+        for param in (Float(low, high, log=True), Float(-low, high), Int(1, int(min(high, 1e6)) + 1, log=True)):
+            space = Space({"p": param})
+            for u in units:
+                value = space.decode(np.array([u]))["p"]
+                assert param.low <= value <= param.high
+                space.validate({"p": value})
+            if isinstance(param, Float):
+                assert param.values(7)[0] == param.low and param.values(7)[-1] == param.high
+
+
+def test_log_grid_hits_decades_exactly():
+    assert Float(1e-5, 1e-1, log=True).values(5) == [1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
+
+
+@pytest.mark.parametrize("log", ["false", "true", 0, 1, None, [True]])
+def test_log_must_be_a_boolean(log):
+    with pytest.raises(SpaceError, match="log must be true or false") as info:
+        space_from_spec({"lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": log}})
+    assert "'lr'" in str(info.value)

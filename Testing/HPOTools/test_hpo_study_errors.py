@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from HPOToolsLib.__main__ import main
+from HPOToolsLib.objectives import Objective, register_objective
+from HPOToolsLib.space import Float, Space
 from HPOToolsLib.study.spec import SpecError, parse_spec
+from HPOToolsLib.study.status import study_status
 from HPOToolsLib.study.storage import SCHEMA_VERSION, StudyError, StudyStore
 from SegTuneCore.errors import run_cli
 
@@ -86,6 +92,90 @@ def test_bad_specs_are_refused_before_anything_is_created(tmp_path, capsys):
         assert not study.exists()
 
 
+@pytest.mark.parametrize("method, options, fragment", [
+    ("bo", {"xi": "abc"}, "xi must be a finite number"),
+    ("bo", {"n_candidates": -5}, "n_candidates must be an integer >= 1"),
+    ("bo", {"n_candidates": 2.5}, "n_candidates must be an integer"),
+    ("bo", {"n_initial": True}, "n_initial must be an integer"),
+    ("bo", {"n_local": -1}, "n_local must be"),
+    ("bo", {"n_refine": "many"}, "n_refine must be"),
+    ("bo", {"polish_iterations": -1}, "polish_iterations must be"),
+    ("bo", {"polish_max_n": None}, "polish_max_n must be"),
+    ("bo", {"max_enumerate": -1}, "max_enumerate must be"),
+    ("bo", {"n_restarts": -1}, "n_restarts must be"),
+    ("bo", {"max_fit_points": 0}, "max_fit_points must be"),
+    ("bo", {"refit_every": 0}, "refit_every must be"),
+    ("bo", {"refit_fraction": "x"}, "refit_fraction must be"),
+    ("bo", {"incremental": "no"}, "incremental must be true or false"),
+    ("bo", {"penalty": "high"}, "penalty must be a finite number"),
+    ("bo", {"kernel": ["se"]}, "unknown kernel"),
+    ("bo", {"acquisition": "ucb"}, "unknown acquisition"),
+    ("bo", {"fits": 3}, "fits must be a function"),
+    ("grid", {"grid_points": 0}, "grid_points must be an integer >= 1"),
+    ("grid", {"shuffle": "yes"}, "shuffle must be true or false"),
+    ("random", {"max_enumerate": "all"}, "max_enumerate must be"),
+    ("hyperband", {"eta": 1}, "eta must be a finite number > 1"),
+    ("hyperband", {"eta": "3"}, "eta must be a finite number > 1"),
+    ("hyperband", {"max_budget": 0.5}, "max_budget (R) must be a finite number >= 1"),
+    ("hyperband", {"max_iterations": 0}, "max_iterations must be an integer >= 1"),
+    ("hyperband-bo-thesis", {"acquisition": "ucb"}, "unknown acquisition"),
+    ("hyperband-bo-thesis", {"n_candidates": 0}, "n_candidates must be"),
+    ("hyperband-bo-liar", {"liar": "worst"}, "unknown liar"),
+    ("hyperband-bo-liar", {"n_local": -3}, "n_local must be"),
+])
+def test_bad_method_options_are_refused_before_anything_is_created(tmp_path, capsys, method, options, fragment):
+    # these used to pass validation and crash the study after its first trials
+    objective = "benchmark:mf-hartmann6" if method.startswith("hyperband") else "benchmark:branin"
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"objective": objective, "method": method, "budget": {"trials": 6},
+                                "method_options": options}))
+    assert_one_line_error(*cli(capsys, "run", spec, "--study", tmp_path / "study"), f"method {method!r}", fragment)
+    assert not (tmp_path / "study").exists()
+
+
+@pytest.mark.parametrize("space, fragments", [
+    ({"foo": {"type": "float", "low": 0, "high": 1}}, ["unknown parameter(s) ['foo']", "missing parameter(s) ['x1', 'x2']"]),
+    ({"x1": {"type": "float", "low": -5, "high": 10}}, ["missing parameter(s) ['x2']"]),
+    ({"x1": {"type": "float", "low": -5, "high": 10}, "x2": {"type": "float", "low": 0, "high": 15},
+      "x3": {"type": "int", "low": 0, "high": 2}}, ["unknown parameter(s) ['x3']"]),
+])
+def test_space_names_must_match_the_objective(tmp_path, capsys, space, fragments):
+    # "foo" for Branin used to run: every trial failed with KeyError 'x1', exit 0
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"objective": "benchmark:branin", "budget": {"trials": 3}, "space": space}))
+    assert_one_line_error(*cli(capsys, "run", spec, "--study", tmp_path / "study"), "benchmark:branin", *fragments)
+    assert not (tmp_path / "study").exists()
+
+
+def test_space_may_narrow_or_leave_out_what_the_objective_allows():
+    narrowed = parse_spec({"objective": "benchmark:branin", "budget": {"trials": 3},
+                           "space": {"x1": {"type": "float", "low": 0, "high": 1},
+                                     "x2": {"type": "float", "low": 0, "high": 1}}})
+    assert narrowed.space.names == ["x1", "x2"]
+    # an objective with defaults for left-out parameters takes a subset, but no foreign name
+    register_objective("test:defaults", lambda: Objective("test:defaults", lambda p: p.get("a", 0.0),
+                                                          Space({"a": Float(0, 1), "b": Float(0, 1)})), replace=True)
+    subset = {"a": {"type": "float", "low": 0, "high": 1}}
+    assert parse_spec({"objective": "test:defaults", "budget": {"trials": 3}, "space": subset}).space.names == ["a"]
+    with pytest.raises(SpecError, match=r"unknown parameter\(s\) \['c'\]"):
+        parse_spec({"objective": "test:defaults", "budget": {"trials": 3},
+                    "space": {**subset, "c": {"type": "float", "low": 0, "high": 1}}})
+
+
+def test_a_cuda_device_that_does_not_exist_is_refused(tmp_path, capsys):
+    import torch
+
+    # used to be accepted without a GPU; the study then ran (its trials on whatever they found)
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"objective": "benchmark:branin", "budget": {"trials": 2}}))
+    absent = [f"cuda:{torch.cuda.device_count()}", f"cpu,cuda:{torch.cuda.device_count()}"]
+    if not torch.cuda.is_available():
+        absent += ["cuda", "cuda:0"]
+    for device in absent:
+        assert_one_line_error(*cli(capsys, "run", spec, "--study", tmp_path / "study", "--device", device), "cuda")
+        assert not (tmp_path / "study").exists()
+
+
 def test_folders_that_are_not_studies(tmp_path, capsys):
     plain = tmp_path / "plain"
     plain.mkdir()
@@ -129,6 +219,51 @@ def test_damaged_database_is_refused_and_left_untouched(finished_study, tmp_path
         else:
             assert_one_line_error(code, out, err, fragment)
         assert tree_digest(study) == before, f"{args[0]} changed the damaged study"
+
+
+def test_read_only_store_creates_and_changes_no_database_file(finished_study, tmp_path):
+    study = tmp_path / "study"
+    shutil.copytree(finished_study, study)
+    db = study / "study.db"
+    before = (db.read_bytes(), db.stat().st_mtime_ns)
+    store = StudyStore.open(study, read_only=True)
+    try:
+        assert study_status(store)["trials"]["complete"] == 3
+        # a writing connection would have created these (and cannot in a read-only folder)
+        assert not Path(f"{db}-wal").exists() and not Path(f"{db}-shm").exists()
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            with store.write() as connection:
+                store.put(connection, "state", "cancelled")
+    finally:
+        store.close()
+    assert sorted(p.name for p in study.iterdir()) == ["spec.json", "study.db", "trials"]
+    assert (db.read_bytes(), db.stat().st_mtime_ns) == before
+
+
+def _read_only_mount_works() -> bool:
+    try:
+        return subprocess.run(["unshare", "-m", "sh", "-c", "mount --bind -o ro / /mnt"], capture_output=True,
+                              timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.mark.skipif(not _read_only_mount_works(), reason="needs `unshare -m` and bind mounts (root)")
+def test_read_only_commands_work_on_a_read_only_folder(finished_study, tmp_path):
+    # the reviewer's case: on a read-only mount, status/export/report/list called a healthy study corrupt
+    root = tmp_path / "root"
+    shutil.copytree(finished_study, root / "study")
+    study, output = root / "study", tmp_path / "report.png"
+    commands = [["status", study, "--json"], ["export", study, "--csv"], ["report", study, "-o", output],
+                ["list", root, "--json"]]
+    script = f"mount --bind -o ro {root} {root} && " + " && ".join(
+        " ".join([sys.executable, "-m", "HPOToolsLib", *map(str, c)]) for c in commands)
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert result.returncode == 0, result.stderr
+    assert "corrupt" not in result.stdout + result.stderr and '"unreadable"' not in result.stdout
+    assert json.loads(result.stdout[:result.stdout.index("\n}\n") + 2])["state"] == "finished"
+    assert output.is_file()
 
 
 def test_run_refuses_an_existing_study_and_resume_of_finished_is_a_no_op(finished_study, tmp_path, capsys):

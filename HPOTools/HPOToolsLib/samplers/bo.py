@@ -35,7 +35,8 @@ from typing import Callable
 import numpy as np
 from scipy.optimize import minimize as scipy_minimize
 
-from ..acquisition import log_acquisition, normalised_sample
+from .. import options as check
+from ..acquisition import ACQUISITIONS, log_acquisition, normalised_sample
 from ..failures import FailurePolicy
 from ..gp import GaussianProcess, RefitPolicy
 from ..trials import TrialState
@@ -74,20 +75,24 @@ class BOSampler(Sampler):
                  refit_fraction: float = 0.1, n_restarts: int = 3, max_fit_points: int = 400,
                  incremental: bool = True, polish_iterations: int = 30, polish_max_n: int = 500):
         super().__init__(space, seed)
-        if batch not in ("liar", "sample"):
-            raise ValueError(f"unknown batch strategy {batch!r} (expected 'liar' or 'sample')")
-        if liar not in LIARS:
-            raise ValueError(f"unknown liar {liar!r} (expected one of {list(LIARS)})")
-        log_acquisition(acquisition, np.zeros(1), np.ones(1), 0.0)   # validates the name
-        self.acquisition, self.xi, self.batch, self.liar = acquisition, xi, batch, liar
-        self.n_initial = n_initial if n_initial is not None else min(self.space.dim + 1, 10)
+        batch = check.choice("batch strategy", batch, ("liar", "sample"))
+        liar = check.choice("liar", liar, LIARS)
+        acquisition = check.choice("acquisition", acquisition, ACQUISITIONS)
+        self.acquisition, self.xi, self.batch, self.liar = acquisition, check.number("xi", xi), batch, liar
+        self.n_initial = (check.integer("n_initial", n_initial, 0) if n_initial is not None
+                          else min(self.space.dim + 1, 10))
         self.failures = FailurePolicy(failure_policy, penalty=penalty)
+        if fits is not None and not callable(fits):
+            raise ValueError(f"fits must be a function of the parameters, got {fits!r}")
         self.fits = fits
-        self.n_candidates, self.n_local, self.n_refine = n_candidates, n_local, n_refine
-        self.polish_iterations, self.polish_max_n = polish_iterations, polish_max_n
+        self.n_candidates = check.integer("n_candidates", n_candidates, 1)
+        self.n_local, self.n_refine = check.integer("n_local", n_local, 0), check.integer("n_refine", n_refine, 0)
+        self.polish_iterations = check.integer("polish_iterations", polish_iterations, 0)
+        self.polish_max_n = check.integer("polish_max_n", polish_max_n, 0)
+        max_enumerate = check.integer("max_enumerate", max_enumerate, 0)
         self._gp_options = dict(kernel=kernel, n_restarts=n_restarts, max_fit_points=max_fit_points, seed=seed,
                                 refit=RefitPolicy(every=refit_every, fraction=refit_fraction),
-                                incremental=incremental)
+                                incremental=check.boolean("incremental", incremental))
         self.gp = GaussianProcess(**self._gp_options)
         self._random = RandomSampler(self.space, seed, max_enumerate=max_enumerate)
         self._finite = None

@@ -44,7 +44,8 @@ def _make(fail_above: float | None = None, crash_above: float | None = None) -> 
         return {"value": value, "metrics": {"validation_loss": value}}
 
     return Objective("benchmark:quadratic-model", train, QUADRATIC_SPACE, optimum=0.0,
-                     description="2-D quadratic that saves a tiny model per trial (tests, demos)")
+                     description="2-D quadratic that saves a tiny model per trial (tests, demos)",
+                     requires_full_space=True)
 
 
 register_objective("benchmark:quadratic-model", _make, replace=True)

@@ -86,7 +86,7 @@ def summary_table(store: StudyStore, trials: list[StoredTrial], top: int = 10) -
 
 
 def write_report(folder, output: Path | None = None) -> dict:
-    store = StudyStore.open(folder)
+    store = StudyStore.open(folder, read_only=True)
     try:
         trials = store.trials()
         spec = store.spec()

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from SegTuneCore.device import select_device
 from SegTuneCore.errors import SegTuneError
 from SegTuneCore.process import ProgressReporter
 
@@ -340,6 +341,8 @@ def resolve_devices(device: str | None, workers: int | None, gpus: float) -> lis
         for d in devices:
             if not (d in ("cpu", "cuda") or (d.startswith("cuda:") and d[5:].isdigit())):
                 raise SegTuneError(f"unknown device {d!r}: use cpu, cuda or cuda:N (comma-separated for several)")
+            if d != "cpu":  # a GPU that does not exist: refuse now, not in every trial
+                select_device(d)
     if workers is not None:
         if workers < 1:
             raise SegTuneError(f"--workers must be >= 1, got {workers}")

@@ -141,6 +141,7 @@ def parse_spec(spec: Any) -> StudySpec:
         space = space_from_spec(spec["space"]) if "space" in spec else objective.space
     except SpaceError as exc:
         raise SpecError(f"spec: space: {exc}") from None
+    _check_space_names(space, objective)
 
     method = spec.get("method", "bo")
     if method not in SAMPLER_METHODS + SCHEDULER_METHODS:
@@ -211,6 +212,21 @@ def parse_spec(spec: Any) -> StudySpec:
     except (ValueError, TypeError) as exc:
         raise SpecError(f"spec: method {method!r}: {exc}") from None
     return parsed
+
+
+def _check_space_names(space: Space, objective) -> None:
+    """Refuse names the objective does not read (every trial would fail on them) and, where it
+    reads them all, names left out."""
+    if objective.space is None:
+        return
+    known = objective.space.names
+    unknown = [name for name in space.names if name not in known]
+    missing = [name for name in known if name not in space.names] if objective.requires_full_space else []
+    if unknown or missing:
+        problems = ([f"unknown parameter(s) {unknown}"] if unknown else []) + \
+                   ([f"missing parameter(s) {missing}"] if missing else [])
+        raise SpecError(f"spec: space: {' and '.join(problems)} for objective {objective.name!r} "
+                        f"(its parameters: {known})")
 
 
 def resolve_objective(name: str, options: dict):

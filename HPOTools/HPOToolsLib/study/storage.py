@@ -202,6 +202,15 @@ def check_schema(connection: sqlite3.Connection, path: Path) -> None:
         raise StudyError(f"{path}: study database has no schema version; it was left untouched")
 
 
+def connect_read_only(path: Path, **options) -> sqlite3.Connection:
+    """A connection that writes nothing. Without a WAL file, the database is read as immutable:
+    SQLite then creates no -wal/-shm files, so the folder is left exactly as it was (and may be
+    read-only). With one (a study in use, or killed before a checkpoint), the WAL must be read too."""
+    immutable = "" if Path(f"{path}-wal").exists() else "&immutable=1"
+    return sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro{immutable}", uri=True,
+                           timeout=BUSY_TIMEOUT_S, **options)
+
+
 def check_database(path: Path) -> None:
     """Read-only checks that must pass before the database is opened for writing."""
     try:
@@ -211,12 +220,8 @@ def check_database(path: Path) -> None:
         raise StudyError(f"{path}: cannot read the study database ({exc.strerror})") from None
     if header != SQLITE_HEADER:
         raise StudyError(f"{path}: corrupt study database (not an SQLite file); it was left untouched")
-    # Without a WAL file, read the database as immutable: SQLite then creates no -wal/-shm files,
-    # so a refused folder is left exactly as it was. With one (a study in use, or killed before a
-    # checkpoint), the WAL must be read too.
-    immutable = "" if Path(f"{path}-wal").exists() else "&immutable=1"
     try:
-        connection = sqlite3.connect(f"file:{path}?mode=ro{immutable}", uri=True, timeout=BUSY_TIMEOUT_S)
+        connection = connect_read_only(path)
     except sqlite3.Error as exc:
         raise StudyError(f"{path}: cannot open the study database ({exc})") from None
     try:
@@ -237,9 +242,10 @@ def check_database(path: Path) -> None:
 class StudyStore:
     """Access to one study database; safe to share between threads (one connection per thread)."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, read_only: bool = False):
         self.folder = folder
         self.path = folder / DB_NAME
+        self.read_only = read_only
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -277,14 +283,16 @@ class StudyStore:
         return cls.open(folder)
 
     @classmethod
-    def open(cls, folder: str | os.PathLike) -> "StudyStore":
+    def open(cls, folder: str | os.PathLike, *, read_only: bool = False) -> "StudyStore":
+        """``read_only``: for commands that only look (status, export, report, list); they then
+        work on a read-only folder and never create or change a file of the database."""
         folder = Path(folder)
         if not folder.exists():
             raise StudyError(f"{folder}: no such study folder")
         if not folder.is_dir() or not is_study(folder):
             raise StudyError(f"{folder}: not a study folder (no {DB_NAME})")
         check_database(folder / DB_NAME)
-        store = cls(folder)
+        store = cls(folder, read_only)
         try:    # again on the writing connection: a WAL written meanwhile may have changed the schema
             check_schema(store.connection(), store.path)
         except sqlite3.DatabaseError as exc:
@@ -298,12 +306,15 @@ class StudyStore:
     def connection(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
         if connection is None:
-            connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
-                                         check_same_thread=False)
+            if self.read_only:
+                connection = connect_read_only(self.path, isolation_level=None, check_same_thread=False)
+            else:
+                connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                             check_same_thread=False)
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute("PRAGMA synchronous=FULL")
             connection.row_factory = sqlite3.Row
             connection.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=FULL")
             self._local.connection = connection
             with self._lock:
                 self._connections.append(connection)

@@ -38,7 +38,7 @@ def to_csv(trials, space_names: list[str]) -> str:
 
 
 def run(args) -> int:
-    store = StudyStore.open(args.study)
+    store = StudyStore.open(args.study, read_only=True)
     try:
         trials = store.trials()
         names = list(store.spec()["space"])

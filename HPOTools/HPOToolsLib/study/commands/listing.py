@@ -29,7 +29,7 @@ def run(args) -> int:
     rows = []
     for folder in find_studies(root):
         try:
-            store = StudyStore.open(folder)
+            store = StudyStore.open(folder, read_only=True)
             try:
                 rows.append(study_status(store))
             finally:

@@ -14,7 +14,7 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    store = StudyStore.open(args.study)
+    store = StudyStore.open(args.study, read_only=True)
     try:
         status = study_status(store)
     finally:
