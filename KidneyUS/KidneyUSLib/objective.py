@@ -126,7 +126,8 @@ def make_objective(**options):
     function = UNetObjective(**options)
     objective = Objective(NAME, function, unet_space(), multi_fidelity=True, max_budget=MAX_EPOCHS,
                           description="KidneyUS 3D U-Net on ultrasound phantoms (adults + children); "
-                                      "budget = epochs; value = validation Dice loss")
+                                      "budget = epochs; value = validation Dice loss",
+                          requires_full_space=True)  # every trial reads all six parameters
     objective.fits = function.fits
     objective.curves = function.curves
     return objective

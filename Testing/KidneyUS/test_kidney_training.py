@@ -171,6 +171,17 @@ def test_hpo_objective_trains_for_the_budget_and_refuses_what_cannot_fit():
         small_memory(huge, 1)
 
 
+def test_an_hpo_study_of_the_unet_must_search_every_parameter_it_reads():
+    from HPOToolsLib.study.spec import SpecError, parse_spec
+
+    from KidneyUSLib import objective
+
+    objective.register()
+    space = {"width": {"type": "categorical", "choices": [4, 8]}, "levels": {"type": "int", "low": 3, "high": 4}}
+    with pytest.raises(SpecError, match=r"missing parameter\(s\) \['dropout', 'learning_rate', 'batch_size', 'augment'\]"):
+        parse_spec({"objective": "KidneyUS:unet", "budget": {"trials": 2}, "space": space})
+
+
 def test_downsampling_averages_images_and_majority_votes_labels():
     cubes = _spheres("adult", 2, 0, side=16)
     half = cubes.downsampled(2)
