@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 
@@ -277,3 +278,32 @@ def test_bo_on_a_multi_fidelity_objective_trains_with_the_full_budget(tmp_path):
             assert trial.value == pytest.approx(objective(trial.params, objective.max_budget))
     finally:
         store.close()
+
+
+def test_bo_proposer_takes_results_that_finish_out_of_order_without_a_rebuild():
+    from HPOToolsLib.study.runner import Proposer
+    from HPOToolsLib.study.spec import parse_spec
+    from HPOToolsLib.study.storage import StoredTrial
+    from HPOToolsLib.trials import TrialState
+
+    spec = parse_spec({"objective": "benchmark:branin", "method": "bo", "budget": {"trials": 14}, "seed": 3,
+                       "method_options": {"n_initial": 3}})
+    value = lambda p: (p["x1"] - 2.0) ** 2 + (p["x2"] - 5.0) ** 2  # noqa: E731
+    proposer, trials, engines = Proposer(spec), [], []
+    running = []
+    for number in range(14):  # two workers: after every odd claim the newer trial finishes first
+        proposal = proposer.propose(trials)
+        engines.append(proposer.engine)  # kept alive: a rebuilt one can never reuse its address
+        trials.append(StoredTrial(number, proposal["params"], TrialState.RUNNING))
+        running.append(trials[-1])
+        if len(running) == 2:
+            done = running.pop(-1 if number % 2 else 0)
+            done.state, done.value = TrialState.COMPLETE, value(done.params)
+    assert [t.number for t in running] == [12]  # 13 finished before 12 (and 1 before 0, ...)
+    running[0].state, running[0].value = TrialState.COMPLETE, value(running[0].params)
+    assert all(engine is engines[0] for engine in engines)  # before, each out-of-order result rebuilt the sampler and refitted its GP
+    proposer.propose(trials)
+    told = {json.dumps(t.params, sort_keys=True): t.value for t in proposer.engine.trials}
+    assert told == {json.dumps(t.params, sort_keys=True): t.value for t in trials}
+    # the GP holds every result once, whatever the order they came in
+    np.testing.assert_allclose(sorted(proposer.engine.gp.y), sorted(t.value for t in trials))

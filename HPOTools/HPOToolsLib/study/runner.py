@@ -49,14 +49,15 @@ def trial_folder(study: Path, number: int) -> Path:
 class Proposer:
     """The spec's sampler or scheduler, kept in step with the stored trials.
 
-    It lives as long as the worker and is only told what changed since the last claim; it is
-    rebuilt from the stored trials when the history holds something it did not see happen (a
-    resume, another worker's trials), which is what makes a resumed study continue the search."""
+    It lives as long as the worker and is only told what changed since the last claim, in the
+    order results arrive: with several workers a trial often finishes before an older one, and
+    rebuilding then would refit the GP from scratch under the write lock. It is rebuilt from the
+    stored trials when it starts (a resume) or when a result it was told is gone from the history."""
 
     def __init__(self, spec: StudySpec):
         self.spec = spec
         self.engine = None
-        self.told: list[int] = []
+        self.told: set[int] = set()
         self.jobs: dict[int, object] = {}      # multi-fidelity: trial number -> hyperband.Job
         self.reported: set[int] = set()
         self._last_job = None
@@ -66,13 +67,14 @@ class Proposer:
             return self._next_job(trials)
         finished = [t for t in trials if t.state.is_finished]
         active = [t for t in trials if not t.state.is_finished]
-        numbers = [t.number for t in finished]
-        if self.engine is None or numbers[:len(self.told)] != self.told:
+        numbers = {t.number for t in finished}
+        if self.engine is None or not self.told <= numbers:
             self.engine = self.spec.make_proposer_engine()
             self.engine.load_trials([t.to_trial() for t in trials])
         else:   # only new results since the last ask: tell them (cheap incremental GP update)
-            for t in finished[len(self.told):]:
-                self.engine.tell(t.params, t.value, t.state, t.error, t.budget)
+            for t in finished:
+                if t.number not in self.told:
+                    self.engine.tell(t.params, t.value, t.state, t.error, t.budget)
             self.engine.pending = [dict(t.params) for t in active]
         self.told = numbers
         configs = self.engine.ask(1)
