@@ -143,20 +143,22 @@ class ProcessError(SegTuneError):
     """The child failed: it reported an error, crashed, was killed, or never sent a result."""
 
 
-def kill_process_tree(pid: int, timeout: float = 5.0) -> None:
-    """Terminate a process and all its descendants, escalating to SIGKILL."""
+def _group_members(pgid: int) -> list:
+    """The live (not zombie) processes of a process group."""
     import psutil
 
-    try:
-        root = psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return
-    processes = root.children(recursive=True) + [root]
-    # The group catches descendants that were orphaned before we looked; psutil catches those
-    # that left the group (setsid).
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        if os.getpgid(pid) == pid:
-            os.killpg(pid, signal.SIGTERM)
+    members = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if os.getpgid(process.pid) == pgid and process.status() != psutil.STATUS_ZOMBIE:
+                members.append(process)
+    return members
+
+
+def _terminate(processes: list, timeout: float) -> None:
+    """SIGTERM, then SIGKILL for whatever is still alive after timeout / 2."""
+    import psutil
+
     for process in processes:
         with contextlib.suppress(psutil.NoSuchProcess):
             process.terminate()
@@ -165,6 +167,26 @@ def kill_process_tree(pid: int, timeout: float = 5.0) -> None:
         with contextlib.suppress(psutil.NoSuchProcess):
             process.kill()
     psutil.wait_procs(alive, timeout=timeout / 2)
+
+
+def kill_process_tree(pid: int, timeout: float = 5.0) -> None:
+    """Terminate a live process, all its descendants and the rest of the process group it leads,
+    escalating to SIGKILL. The group catches descendants orphaned before we looked; psutil
+    catches those that left the group (setsid)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return
+    processes = root.children(recursive=True) + [root]
+    _terminate(processes + [p for p in _group_members(pid) if p not in processes], timeout)
+
+
+def kill_process_group(pgid: int, timeout: float = 5.0) -> None:
+    """Terminate what is left of a process group whose leader has ended (never the leader's pid
+    itself, which the system may have given to another process by now)."""
+    _terminate(_group_members(pgid), timeout)
 
 
 class PythonModuleProcess:
@@ -195,6 +217,7 @@ class PythonModuleProcess:
         self.process = subprocess.Popen(
             self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
             env=env, cwd=self.cwd, text=True, bufsize=1,
+            encoding="utf-8", errors="replace",  # a native library's stray byte must not kill the reader
             start_new_session=True,  # its own process group: cancel reaches grandchildren too
         )
         self._threads = [
@@ -263,6 +286,8 @@ class PythonModuleProcess:
                 raise ProcessError(f"{self.describe()} timed out after {timeout:.0f} s and was stopped")
             self.poll()
             time.sleep(0.05)
+        # descendants left behind (the child crashed or was killed) would hold its pipes open
+        kill_process_group(self.process.pid)
         for thread in self._threads:
             thread.join(timeout=5)
         self.poll()
@@ -278,7 +303,10 @@ class PythonModuleProcess:
             raise ProcessError(self.error)
         if code != 0:
             if code is not None and code < 0:
-                reason = f"was killed by signal {signal.Signals(-code).name}"
+                try:
+                    reason = f"was killed by signal {signal.Signals(-code).name}"
+                except ValueError:  # real-time signals have no name
+                    reason = f"was killed by signal {-code}"
             else:
                 reason = f"exited with code {code}"
             tail = self.stderr_tail(3)

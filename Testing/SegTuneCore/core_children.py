@@ -81,8 +81,31 @@ def slow_install(reporter: ProgressReporter, store: str, folder: str, chunk_seco
     reporter.result({"version": entry.version})
 
 
+def bad_bytes(reporter: ProgressReporter, count: str) -> None:
+    """A byte that is no UTF-8 on stdout and stderr (as native libraries print), then much output."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+        stream.buffer.write(b"raw \xff byte\n")
+        stream.buffer.flush()
+    for step in range(int(count)):
+        reporter.progress(step / int(count), "x" * 200)
+    reporter.result({"steps": int(count)})
+
+
+def orphan_then_die(reporter: ProgressReporter) -> None:
+    """Leave a grandchild that ignores SIGTERM and holds our pipes, then die by SIGKILL."""
+    import os
+    import signal
+
+    code = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True: time.sleep(1)"
+    grandchild = subprocess.Popen([sys.executable, "-c", code])
+    time.sleep(0.5)  # its SIGTERM handler is set
+    reporter.log(f"grandchild {grandchild.pid}")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 MODES = {"progress": progress, "crash": crash, "write_then_hang": write_then_hang, "tree": tree,
-         "slow_install": slow_install}
+         "slow_install": slow_install, "bad_bytes": bad_bytes, "orphan_then_die": orphan_then_die}
 
 
 if __name__ == "__main__":

@@ -83,6 +83,23 @@ def test_cancel_kills_child_and_grandchildren_within_5_seconds():
         process.outcome()
 
 
+def test_bytes_that_are_not_utf8_neither_stop_the_reader_nor_hang_the_child():
+    process = child("bad_bytes", 20000).start()  # ~4 MB after the bad byte: more than a pipe holds
+    assert process.wait(timeout=120) == {"steps": 20000}
+    assert any(e["event"] == "log" and "raw \ufffd byte" in e["message"] for e in process.events)
+
+
+def test_a_child_that_dies_leaves_no_descendant_behind():
+    process = child("orphan_then_die").start()
+    event = wait_for_event(process, lambda e: e["event"] == "log" and e["message"].startswith("grandchild"))
+    grandchild = psutil.Process(int(event["message"].split()[1]))
+    with pytest.raises(ProcessError, match="killed by signal SIGKILL"):
+        process.wait(timeout=60)
+    # it ignored SIGTERM: only the escalation to SIGKILL ends it
+    gone, alive = psutil.wait_procs([grandchild], timeout=5)
+    assert not alive or alive[0].status() == psutil.STATUS_ZOMBIE
+
+
 def test_atomic_write_leaves_nothing_on_error(tmp_path):
     target = tmp_path / "out.txt"
     target.write_text("old")
