@@ -110,6 +110,19 @@ def volume_from_sitk(image) -> Volume:
 # --- files ----------------------------------------------------------------------------------
 
 VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+# Outputs are single files (a header and its data file could not be renamed into place together),
+# named in lower case as ITK's writers require.
+OUTPUT_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha")
+
+
+def check_volume_output_name(path: str | os.PathLike) -> None:
+    name = Path(path).name
+    if name.lower().endswith((".nhdr", ".mhd")):
+        raise SegTuneError(f"{path}: a header with a separate data file is not written; use a single file "
+                           f"({', '.join(OUTPUT_SUFFIXES)})")
+    if not name.endswith(OUTPUT_SUFFIXES):
+        raise SegTuneError(f"{path}: unsupported output file type (use one of {', '.join(OUTPUT_SUFFIXES)}, "
+                           f"in lower case)")
 
 
 def check_outputs(outputs: Sequence[str | os.PathLike], inputs: Sequence[str | os.PathLike] = ()) -> None:
@@ -224,8 +237,7 @@ def write_volume(volume: Volume, path: str | os.PathLike, *, compress: bool = Tr
     from SegTuneCore.process import atomic_write
 
     path = Path(path)
-    if not str(path).lower().endswith(VOLUME_SUFFIXES):
-        raise SegTuneError(f"{path}: unsupported file type (use one of {', '.join(VOLUME_SUFFIXES)})")
+    check_volume_output_name(path)
     with atomic_write(path) as tmp:
         _write_image(volume_to_sitk(volume), tmp, path, compress)
     return path

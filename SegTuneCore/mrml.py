@@ -16,7 +16,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from SegTuneCore.errors import SegTuneError
-from SegTuneCore.geometry import VOLUME_SUFFIXES, Segment, Volume, check_input_file
+from SegTuneCore.geometry import VOLUME_SUFFIXES, Segment, Volume, check_input_file, check_volume_output_name
 from SegTuneCore.runtime import vtk_log_silenced
 
 
@@ -145,6 +145,11 @@ def save_node(node, path: str | os.PathLike) -> Path:
     from SegTuneCore.process import atomic_write
 
     path = Path(path)
+    if node.IsA("vtkMRMLSegmentationNode"):
+        if not path.name.endswith(".seg.nrrd"):
+            raise SegTuneError(f"{path}: write segmentations as .seg.nrrd, in lower case")
+    else:
+        check_volume_output_name(path)
     storage = node.CreateDefaultStorageNode()
     if storage is None:
         raise SegTuneError(f"{node.GetName()}: this node cannot be written to a file")

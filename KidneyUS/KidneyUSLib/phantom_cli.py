@@ -28,7 +28,7 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    from SegTuneCore.geometry import VOLUME_SUFFIXES, check_outputs, write_volume
+    from SegTuneCore.geometry import check_outputs, check_volume_output_name, write_volume
     from SegTuneCore.process import atomic_write
 
     from .phantom import draw_scene, generate_phantom
@@ -40,8 +40,7 @@ def run(args) -> int:
     if args.size is not None and not all(8 <= n <= MAX_SIDE for n in args.size):
         raise SegTuneError(f"--size values must be in [8, {MAX_SIDE}]")
     for path in (args.output, args.label):
-        if not str(path).lower().endswith(VOLUME_SUFFIXES):
-            raise SegTuneError(f"{path}: unsupported file type (use one of {', '.join(VOLUME_SUFFIXES)})")
+        check_volume_output_name(path)
     check_outputs([args.output, args.label])
     scene = draw_scene(args.population, args.seed, args.spacing, args.size, args.oblique)
     if scene.size_ijk.max() > MAX_SIDE:

@@ -59,7 +59,7 @@ def test_read_volume_refuses_bad_files(tmp_path):
         geometry.read_volume(tmp_path / "flat.nrrd")
     with pytest.raises(SegTuneError, match="2D"):
         geometry.read_volume(tmp_path / "flat.nrrd", require_3d=False)
-    with pytest.raises(SegTuneError, match="unsupported file type"):
+    with pytest.raises(SegTuneError, match="unsupported output file type"):
         geometry.write_volume(generated_volume("RAS"), tmp_path / "volume.png")
     assert not (tmp_path / "volume.png").exists()
     for unwritable in ("/proc/segtune_test.nrrd", "/sys/segtune_test.nii.gz"):

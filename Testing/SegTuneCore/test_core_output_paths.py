@@ -77,3 +77,19 @@ def test_a_localize_whose_json_cannot_be_written_keeps_the_earlier_segmentation(
     assert "not-a-folder is a file, not a folder" in failed.stderr
     assert (tmp_path / "r.seg.nrrd").read_bytes() == segmentation
     assert sorted(p.name for p in tmp_path.iterdir()) == ["not-a-folder", "r.json", "r.seg.nrrd", "scan.nrrd"]
+
+
+@pytest.mark.parametrize("name,message", [("out.nhdr", "separate data file"), ("out.mhd", "separate data file"),
+                                          ("OUT.NII", "in lower case"), ("out.NII.GZ", "in lower case"),
+                                          ("out.Seg.nrrd", "in lower case")])
+def test_outputs_are_single_files_named_in_lower_case(scan, name, message):
+    out = scan.parent / "out"
+    out.mkdir()
+    source = scan
+    if name.lower().endswith(".seg.nrrd"):
+        source = geometry.write_segmentation(generated_volume("LSA").with_array(np.ones((7, 9, 11), np.uint8)),
+                                             [geometry.Segment("a", 1, (1, 0, 0))], scan.with_name("in.seg.nrrd"))
+    result = run("SegTuneCore", "convert", source, out / name)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert message in result.stderr
+    assert list(out.iterdir()) == []  # no hidden data file, no ITK TempWrite folder
