@@ -215,15 +215,31 @@ def read_volume(path: str | os.PathLike, *, require_3d: bool = True) -> Volume:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise SegTuneError(f"{path}: not a readable image ({_itk_reason(exc)})") from None
-    size = image.GetSize()
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise SegTuneError(f"{path}: has {image.GetNumberOfComponentsPerPixel()} components per voxel, expected a scalar volume")
-    if require_3d and (image.GetDimension() != 3 or min(size) < 2):
-        shape = "x".join(str(s) for s in size)
-        raise SegTuneError(f"{path}: is a {shape} image, expected a 3D volume")
-    if image.GetDimension() != 3:
-        raise SegTuneError(f"{path}: {image.GetDimension()}D images are not supported")
+    _check_scalar_3d(path, image.GetDimension(), image.GetSize(), image.GetNumberOfComponentsPerPixel(), require_3d)
     return volume_from_sitk(image)
+
+
+def check_volume_header(path: str | os.PathLike) -> None:
+    """`read_volume`'s checks from the header alone (no voxel is read): for readers such as
+    MRML's, which would load frame 0 of a 4D image, or a tensor image, without a word."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise SegTuneError(f"{path}: not a readable image ({_itk_reason(exc)})") from None
+    _check_scalar_3d(Path(path), reader.GetDimension(), reader.GetSize(), reader.GetNumberOfComponents(), True)
+
+
+def _check_scalar_3d(path: Path, dimension: int, size, components: int, require_3d: bool) -> None:
+    if components != 1:
+        raise SegTuneError(f"{path}: has {components} components per voxel, expected a scalar volume")
+    if require_3d and (dimension != 3 or min(size) < 2):
+        raise SegTuneError(f"{path}: is a {'x'.join(str(s) for s in size)} image, expected a 3D volume")
+    if dimension != 3:
+        raise SegTuneError(f"{path}: {dimension}D images are not supported")
 
 
 def _itk_reason(exc: RuntimeError) -> str:

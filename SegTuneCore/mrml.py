@@ -16,7 +16,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from SegTuneCore.errors import SegTuneError
-from SegTuneCore.geometry import VOLUME_SUFFIXES, Segment, Volume, check_input_file, check_volume_output_name
+from SegTuneCore.geometry import (VOLUME_SUFFIXES, Segment, Volume, check_input_file, check_volume_header,
+                                  check_volume_output_name)
 from SegTuneCore.runtime import vtk_log_silenced
 
 
@@ -116,6 +117,7 @@ def load_volume_node(path: str | os.PathLike, name: str | None = None):
     slicer = _slicer()
     path = Path(path)
     check_input_file(path)
+    check_volume_header(path)
     logic = slicer.modules.volumes.logic()
     with vtk_log_silenced(), _native_stderr_captured() as messages:
         node = logic.AddArchetypeVolume(str(path), name or _base_name(path))

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from SegTuneCore import geometry, mrml
+from SegTuneCore.errors import SegTuneError
 
 from core_testdata import KMEANS_LSA, ORIENTATIONS, generated_volume
 
@@ -107,3 +108,17 @@ def test_read_volume_agrees_with_mrml_volumes_logic(slicer_runtime, tmp_path, re
         np.testing.assert_array_equal(by_sitk.array, by_mrml.array, err_msg=str(path))
         nifti = ".nii" in path.name
         assert_same_geometry(by_sitk.ijk_to_ras, by_mrml.ijk_to_ras, by_sitk.shape_ijk, nifti=nifti)
+
+
+@pytest.mark.parametrize("kind", ["4D", "6 components"])
+def test_4d_and_multi_component_images_are_refused_not_loaded_in_part(slicer_runtime, tmp_path, kind):
+    import SimpleITK as sitk
+
+    path = tmp_path / "image.nii"
+    array = np.arange(3 * 4 * 5 * 6, dtype=np.float32).reshape(3, 4, 5, 6)
+    # the volumes logic loaded frame 0 of the first, and the second as a tensor volume
+    sitk.WriteImage(sitk.GetImageFromArray(array, isVector=kind != "4D"), str(path))
+    scene_nodes = slicer_runtime.mrmlScene.GetNumberOfNodes()
+    with pytest.raises(SegTuneError, match="expected a 3D volume" if kind == "4D" else "6 components per voxel"):
+        mrml.load_volume_node(path)
+    assert slicer_runtime.mrmlScene.GetNumberOfNodes() == scene_nodes
