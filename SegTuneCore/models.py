@@ -16,6 +16,7 @@ import contextlib
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -34,6 +35,9 @@ FORMAT_VERSION = 1
 _VERSION_PATTERN = re.compile(r"^v(\d+)$")
 _TASK_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 _MAX_HEADER = 100 * 1024 * 1024
+_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "I16": 2, "F16": 2, "BF16": 2,
+                "U32": 4, "I32": 4, "F32": 4, "U64": 8, "I64": 8, "F64": 8}
+LAST_VERSION = ".last-version"  # versions are never given twice, even after a removal
 
 
 # --- single model folders -------------------------------------------------------------------
@@ -71,6 +75,13 @@ def check_safetensors(path: Path) -> dict:
         if (not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(o, int) for o in offsets)
                 or not 0 <= offsets[0] <= offsets[1] <= data_size):
             raise SegTuneError(f"{path}: not a safetensors file (tensor {name!r} lies outside the file)")
+        shape, dtype = info.get("shape"), info.get("dtype")
+        if (dtype not in _DTYPE_BYTES or not isinstance(shape, list)
+                or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
+                or math.prod(shape) * _DTYPE_BYTES[dtype] != offsets[1] - offsets[0]):
+            # a loader would fail on it (or read its neighbour's bytes)
+            raise SegTuneError(f"{path}: not a safetensors file (tensor {name!r}: dtype {dtype} x shape {shape} "
+                               f"does not fill its {offsets[1] - offsets[0]} bytes)")
     return header
 
 
@@ -261,18 +272,23 @@ class ModelStore:
 
     def resolve(self, task: str, name: str | None = None) -> ModelEntry:
         """The model to use for a task: a path, a version or bundled name, else active, else bundled."""
-        if name and (os.sep in name or "/" in name or Path(name).is_dir()):
+        entries = [] if name and (os.sep in name or "/" in name) else self.list(task)
+        matches = [e for e in entries if e.version == name]
+        # a bare name is a version or bundled name first: a folder "v2" where the command runs
+        # must not stand in for the installed v2
+        if name and not matches and (os.sep in name or "/" in name or Path(name).is_dir()):
             meta = verify_model(name, task=task)
             return ModelEntry(task, meta.get("version", Path(name).name), Path(name), meta, False, False)
-        entries = self.list(task)
         if name:
-            matches = [e for e in entries if e.version == name]
             if not matches:
                 known = ", ".join(e.version for e in entries) or "none"
                 raise SegTuneError(f"no model {name!r} for task {task!r} (available: {known})")
             chosen = matches[0]
         else:
             chosen = next((e for e in entries if e.active), None) or next((e for e in entries if e.bundled), None)
+            if chosen is None and entries:
+                raise SegTuneError(f"no active model for task {task!r} (installed: "
+                                   f"{', '.join(e.version for e in entries)}); activate one or name it")
             if chosen is None:
                 raise SegTuneError(f"no model installed or bundled for task {task!r}")
         verify_model(chosen.path, task=task)
@@ -310,6 +326,9 @@ class ModelStore:
                         self._write_active(task_dir, entry.version)
                     return self._entry(task, entry.version)
             numbers = [_version_key(p)[0] for p in task_dir.glob("v*") if _VERSION_PATTERN.match(p.name)]
+            last = task_dir / LAST_VERSION
+            with contextlib.suppress(OSError, ValueError):
+                numbers.append(int(last.read_text()))
             version = f"v{max(numbers, default=0) + 1}"
             with atomic_write(task_dir / version) as tmp:
                 tmp.mkdir()
@@ -317,6 +336,8 @@ class ModelStore:
                 record = dict(meta, version=version, installed_from=str(folder.resolve()))
                 (tmp / META).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
                 verify_model(tmp, task=task)  # the copy itself is checked before it gets its name
+            with atomic_write(last) as tmp:
+                tmp.write_text(version[1:] + "\n")
             if activate:
                 self._write_active(task_dir, version)
         return self._entry(task, version)

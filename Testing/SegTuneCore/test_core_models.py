@@ -126,6 +126,33 @@ def test_tampered_weights_fail_verification(tmp_path):
     assert store.active_version(TASK) is None
 
 
+def test_a_tensor_whose_shape_does_not_fill_its_bytes_is_refused(tmp_path):
+    folder = make_model(tmp_path / "model")
+    weights = (folder / WEIGHTS).read_bytes()
+    (header_size,) = np.frombuffer(weights[:8], dtype="<u8")
+    header = json.loads(weights[8:8 + int(header_size)])
+    header["conv.weight"]["shape"] = [16, 16]  # a quarter of the bytes it has
+    text = json.dumps(header, separators=(",", ":")).encode()
+    assert len(text) <= header_size
+    text = text.ljust(int(header_size))  # same header length: the offsets stay valid
+    (folder / WEIGHTS).write_bytes(weights[:8] + text + weights[8 + int(header_size):])
+    meta = json.loads((folder / META).read_text())
+    meta["sha256"] = hashlib.sha256((folder / WEIGHTS).read_bytes()).hexdigest()  # a consistent checksum
+    (folder / META).write_text(json.dumps(meta))
+    with pytest.raises(SegTuneError, match=r"'conv.weight': dtype F32 x shape \[16, 16\] does not fill its 4096 bytes"):
+        verify_model(folder)
+    assert_one_line_error(run_cli("verify", str(folder), store=tmp_path / "store"))
+
+
+def test_an_installed_version_wins_over_a_folder_of_that_name_where_the_command_runs(tmp_path, monkeypatch):
+    store = ModelStore(tmp_path / "store", bundled_dirs=[])
+    installed = store.install(make_model(tmp_path / "a", seed=0))
+    make_model(tmp_path / "here" / installed.version, seed=1)  # another model in ./v1
+    monkeypatch.chdir(tmp_path / "here")
+    assert store.resolve(TASK, installed.version).path == installed.path
+    assert store.resolve(TASK, f"./{installed.version}").meta["seed"] == 1  # a path says so
+
+
 def test_load_model_refuses_wrong_task_or_architecture_before_loading_tensors(tmp_path, monkeypatch):
     import safetensors.numpy
     import safetensors.torch
@@ -152,7 +179,7 @@ def test_two_installs_keep_both_versions_and_activation_is_explicit(tmp_path):
     assert (first.version, second.version) == ("v1", "v2")
     assert [(e.version, e.active) for e in store.list(TASK)] == [("v1", False), ("v2", False)]
     assert store.active_version(TASK) is None  # never activated behind the user's back
-    with pytest.raises(SegTuneError, match="no model installed or bundled"):
+    with pytest.raises(SegTuneError, match=r"no active model .*\(installed: v1, v2\); activate one"):
         store.resolve(TASK)
     # Installing identical weights again adds no version.
     assert store.install(make_model(tmp_path / "a_again", seed=0)).version == "v1"
@@ -170,6 +197,7 @@ def test_two_installs_keep_both_versions_and_activation_is_explicit(tmp_path):
     assert store.list(TASK) == [] and store.active_version(TASK) is None
     third = store.install(make_model(tmp_path / "c", seed=2), activate=True)
     assert third.active and store.resolve(TASK).path == third.path
+    assert third.version == "v3"  # never a removed version's name: records that say "v2" keep meaning v2
     with pytest.raises(SegTuneError):
         store.activate(TASK, "v9")
 
