@@ -48,6 +48,8 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     as it was, so a crash or a kill never leaves a half-written output under the final name.
     """
     path = Path(path)
+    if path.is_symlink():  # write where the link points; the link itself stays
+        path = path.resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{secrets.token_hex(4)}-{path.name}")
     try:

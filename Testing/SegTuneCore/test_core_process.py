@@ -100,6 +100,18 @@ def test_a_child_that_dies_leaves_no_descendant_behind():
     assert not alive or alive[0].status() == psutil.STATUS_ZOMBIE
 
 
+def test_atomic_write_through_a_symbolic_link_updates_its_target(tmp_path):
+    (tmp_path / "data").mkdir()
+    target = tmp_path / "data" / "result.txt"
+    target.write_text("old")
+    link = tmp_path / "latest.txt"
+    link.symlink_to(target)
+    with atomic_write(link) as tmp:
+        tmp.write_text("new")
+    assert link.is_symlink() and target.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["data", "latest.txt", "result.txt"]
+
+
 def test_atomic_write_leaves_nothing_on_error(tmp_path):
     target = tmp_path / "out.txt"
     target.write_text("old")
