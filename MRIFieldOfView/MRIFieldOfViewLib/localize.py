@@ -33,16 +33,17 @@ class LoadedModel:
     summary: dict        # task, version, path, bundled, sha256, architecture, metrics
 
 
-def load_classifier(model: str | None = None, device: str = "auto", store=None) -> LoadedModel:
-    """The slice classifier named `model` (version, bundled name or folder; None = active/bundled)."""
+def load_classifier(model=None, device: str = "auto", store=None) -> LoadedModel:
+    """The slice classifier named `model` (version, bundled name or folder; None = active/bundled),
+    or of a model-store entry already resolved."""
     from SegTuneCore.device import select_device
-    from SegTuneCore.models import ModelStore
+    from SegTuneCore.models import ModelEntry, ModelStore
 
     from .classifier import TASK, SliceClassifier
 
     import torch
 
-    entry = (store or ModelStore()).resolve(TASK, model)
+    entry = model if isinstance(model, ModelEntry) else (store or ModelStore()).resolve(TASK, model)
     classifier = SliceClassifier.load(entry, select_device(device))
     # NHWC weights make the 2D convolutions 1.5-1.9x faster on the CPU, same outputs (bench localize).
     classifier.model.to(memory_format=torch.channels_last)

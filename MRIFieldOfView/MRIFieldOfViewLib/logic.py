@@ -43,11 +43,17 @@ class FieldOfViewLogic:
     # --- the computation ----------------------------------------------------------------------
 
     def load_model(self, model: str | None = None, device: str = "auto"):
+        """The classifier, loaded once per model file. The name is resolved on every call: a model
+        activated meanwhile (an HPO install in another process) is used at once."""
+        from SegTuneCore.models import ModelStore
+
+        from .classifier import TASK
         from .localize import load_classifier
 
-        key = (model, device)
+        entry = ModelStore().resolve(TASK, model)
+        key = (str(entry.path), entry.meta.get("sha256"), device)
         if key not in self._models:
-            self._models[key] = load_classifier(model, device)
+            self._models[key] = load_classifier(entry, device)
         return self._models[key]
 
     def run(self, volume_node, *, model: str | None = None, device: str = "auto",

@@ -124,9 +124,19 @@ def test_lps_and_ras_files_give_the_same_nodes_and_regions(slicer_runtime, tmp_p
     assert documents[0]["empty_slices"] == [0, 1, 2]
 
 
-def test_logic_reuses_a_loaded_model(slicer_runtime, standin_model):
+def test_logic_reuses_a_loaded_model_until_another_is_activated(slicer_runtime, standin_model, tmp_path,
+                                                                 monkeypatch):
+    from SegTuneCore.models import ModelStore
+
     logic = FieldOfViewLogic()
     assert logic.load_model(standin_model, "cpu") is logic.load_model(standin_model, "cpu")
+    monkeypatch.setenv("SEGTUNE_HOME", str(tmp_path / "home"))
+    store = ModelStore()
+    first = store.install(selftest.save_standin_model(tmp_path / "a", seed=1), activate=True)
+    active = logic.load_model(None, "cpu")
+    assert active is logic.load_model(None, "cpu") and active.summary["version"] == first.version
+    second = store.install(selftest.save_standin_model(tmp_path / "b", seed=2), activate=True)  # as an HPO install does
+    assert logic.load_model(None, "cpu").summary["version"] == second.version
 
 
 def test_tables_show_their_column_names_as_headers(slicer_runtime):
