@@ -243,7 +243,7 @@ class HPOToolsLogic(ScriptedLoadableModuleLogic):
     def installBest(self, folder, activate=True):
         from HPOToolsLib.study.install import install_trial
 
-        entry, _ = install_trial(folder, activate=activate)
+        entry, _, _ = install_trial(folder, activate=activate)
         return entry
 
 

@@ -314,8 +314,11 @@ class ModelStore:
                     stale.unlink(missing_ok=True)
             yield task_dir
 
-    def install(self, folder: str | os.PathLike, *, activate: bool = False) -> ModelEntry:
-        """Verify, copy to a temporary folder, fsync, rename to the next version."""
+    def install(self, folder: str | os.PathLike, *, activate: bool = False,
+                source: str | os.PathLike | None = None) -> ModelEntry:
+        """Verify, copy to a temporary folder, fsync, rename to the next version. The copy records
+        ``installed_from``: ``source`` (where the model lives, when ``folder`` is a staged copy
+        about to be deleted) or else ``folder``."""
         folder = Path(folder)
         meta = verify_model(folder)
         task = meta["task"]
@@ -333,7 +336,7 @@ class ModelStore:
             with atomic_write(task_dir / version) as tmp:
                 tmp.mkdir()
                 shutil.copy2(folder / WEIGHTS, tmp / WEIGHTS)
-                record = dict(meta, version=version, installed_from=str(folder.resolve()))
+                record = dict(meta, version=version, installed_from=str(Path(source or folder).resolve()))
                 (tmp / META).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
                 verify_model(tmp, task=task)  # the copy itself is checked before it gets its name
             with atomic_write(last) as tmp:

@@ -5,13 +5,17 @@
     objective(params) or objective(params, budget)       # value to minimise
 
 ``Objective(name, function, space, multi_fidelity=False, max_budget=None, optimum=None,
-description="", requires_full_space=False)``: ``function(params)`` (or ``function(params, budget)``
-when ``multi_fidelity``) returns the value to minimise; ``space`` is its default ``Space``;
-``optimum`` the known minimum (benchmarks only). A study's own space may only use names of
-``space``; with ``requires_full_space`` it must name all of them (the function reads every one;
-without it, the objective has defaults for those left out). Names are "<Module>:<name>" by convention. ``get_objective("X:name")`` first
-looks in the registry, then imports ``XLib.hpo_objectives`` (if it exists), which registers the
-module's objectives (e.g. "MRIFieldOfView:classifier"), and looks again.
+description="", requires_full_space=False, model_task=None)``: ``function(params)`` (or
+``function(params, budget)`` when ``multi_fidelity``) returns the value to minimise; ``space`` is its
+default ``Space``; ``optimum`` the known minimum (benchmarks only). A study's own space may only use
+names of ``space``; with ``requires_full_space`` it must name all of them (the function reads every
+one; without it, the objective has defaults for those left out). ``model_task``: the model-store
+task of the models its trials save (``context.model_folder``), None for objectives that save none;
+a study checks every saved model, and the model it installs, against it.
+
+Names are "<Module>:<name>" by convention. ``get_objective("X:name")`` first looks in the registry,
+then imports ``XLib.hpo_objectives`` (if it exists), which registers the module's objectives
+(e.g. "MRIFieldOfView:classifier"), and looks again.
 
 Registered here: "benchmark:branin", "benchmark:hartmann6", "benchmark:mf-hartmann6" (max budget 27).
 """
@@ -37,6 +41,7 @@ class Objective:
     optimum: float | None = None
     description: str = ""
     requires_full_space: bool = False
+    model_task: str | None = None
 
     def __call__(self, params: dict, *budget: Any) -> float:
         return self.function(params, *budget)

@@ -123,11 +123,14 @@ class UNetObjective:
 def make_objective(**options):
     from HPOToolsLib.objectives import Objective
 
+    from .segmentation import TASK
+
     function = UNetObjective(**options)
     objective = Objective(NAME, function, unet_space(), multi_fidelity=True, max_budget=MAX_EPOCHS,
                           description="KidneyUS 3D U-Net on ultrasound phantoms (adults + children); "
                                       "budget = epochs; value = validation Dice loss",
-                          requires_full_space=True)  # every trial reads all six parameters
+                          requires_full_space=True,  # every trial reads all six parameters
+                          model_task=TASK)
     objective.fits = function.fits
     objective.curves = function.curves
     return objective

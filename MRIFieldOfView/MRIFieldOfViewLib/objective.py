@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 
-from .classifier import BASELINE_CONFIG, estimate_cost, model_config
+from .classifier import BASELINE_CONFIG, TASK, estimate_cost, model_config
 
 NAME = "MRIFieldOfView:classifier"
 MAX_EPOCHS = 27
@@ -148,7 +148,8 @@ def make_objective(**options):
     function = ClassifierObjective(**options)
     objective = Objective(NAME, function, table27_space(), multi_fidelity=True, max_budget=MAX_EPOCHS,
                           description="Table 2.7 slice classifier on MRI phantoms; budget = epochs; "
-                                      "value = validation loss (class-weighted cross entropy)")
+                                      "value = validation loss (class-weighted cross entropy)",
+                          model_task=TASK)
     objective.fits = function.fits
     objective.curves = function.curves
     return objective

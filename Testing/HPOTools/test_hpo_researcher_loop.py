@@ -19,7 +19,7 @@ from MRIFieldOfViewLib import selftest
 from MRIFieldOfViewLib.classifier import TASK
 from MRIFieldOfViewLib.logic import FieldOfViewLogic
 from MRIFieldOfViewLib.regions import ORDERED_REGIONS
-from SegTuneCore.models import ModelStore
+from SegTuneCore.models import ModelStore, verify_model
 
 # Tiny on purpose (about 30 s on 2 busy cores): 4 phantoms at 64x64, 4 trials of 1-2 epochs
 # of 96 augmented slices, a 4-block network of 4-8 filters with one 16-unit dense layer.
@@ -55,6 +55,7 @@ def test_study_winner_is_installed_and_localizes_through_the_mrml_logic(tmp_path
     folder = create_study(tmp_path / "study", SPEC)
     run_study(folder, device="cpu")
     study = StudyStore.open(folder)
+    assert study.spec()["task"] == TASK     # the objective's model_task, stored with the study
     trials = study.trials()
     study.close()
     assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials), \
@@ -65,12 +66,17 @@ def test_study_winner_is_installed_and_localizes_through_the_mrml_logic(tmp_path
         assert trial.artifact and trial.artifact_sha256
     best = min(trials, key=lambda t: (t.value, t.number))
 
-    entry, number = install_trial(folder, activate=True)
+    entry, number, recorded = install_trial(folder, activate=True)
+    assert recorded
     assert number == best.number
     store_root = Path(os.environ["SEGTUNE_HOME"]) / "models"
     assert entry.task == TASK and entry.active and not entry.bundled
     assert entry.path.resolve().is_relative_to(store_root.resolve())
-    assert entry.meta["hpo"]["trial"] == best.number and entry.meta["hyperparameters"] == best.params
+    assert entry.meta["hpo"]["trial"] == best.number
+    # the searched values, and the training settings the trial's model recorded (not searched)
+    trained = verify_model(folder / best.artifact)["hyperparameters"]
+    assert entry.meta["hyperparameters"] == {**trained, **best.params}
+    assert {"momentum", "epochs", "samples_per_epoch", "batch_size"} <= set(entry.meta["hyperparameters"])
     assert entry.meta["architecture"]["config"]["filters_log2"] == best.params["filters_log2"]
     assert entry.meta["metrics"]["objective_value"] == pytest.approx(best.value)
     assert ModelStore().resolve(TASK).version == entry.version  # the active model is what `localize` loads

@@ -81,6 +81,8 @@ def test_bad_specs_are_refused_before_anything_is_created(tmp_path, capsys):
         ('{"objective": "benchmark:branin", "budget": {"trials": 3}, "seed": 1, "seed": 2}', "duplicate name 'seed'"),
         (json.dumps({"objective": "benchmark:branin", "budget": {"trials": 3},
                      "method_options": {"kernel": "cubic"}}), "method 'bo'"),
+        (json.dumps({"objective": "benchmark:quadratic-model", "budget": {"trials": 3},
+                     "task": "KidneyUS.segmentation"}), "differs from the task of the models"),
     ]
     for text, fragment in cases:
         spec = tmp_path / "spec.json"
@@ -266,6 +268,28 @@ def test_read_only_commands_work_on_a_read_only_folder(finished_study, tmp_path)
     assert output.is_file()
 
 
+@pytest.mark.skipif(not _read_only_mount_works(), reason="needs `unshare -m` and bind mounts (root)")
+def test_install_works_from_a_read_only_folder(finished_study, tmp_path):
+    # was "corrupt study database": install opened the study for writing and staged the model in it
+    root = tmp_path / "root"
+    shutil.copytree(finished_study, root / "study")
+    study = root / "study"
+    before = tree_digest(study)
+    command = " ".join([sys.executable, "-m", "HPOToolsLib", "install", str(study), "--json"])
+    result = subprocess.run(["unshare", "-m", "sh", "-c", f"mount --bind -o ro {root} {root} && {command}"],
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert result.returncode == 0, result.stderr
+    installed = json.loads(result.stdout)
+    assert installed["recorded_in_study"] is False
+    store = StudyStore.open(study, read_only=True)
+    artifact = store.trial(installed["trial"]).artifact
+    store.close()
+    meta = json.loads((Path(installed["path"]) / "model.json").read_text())
+    assert meta["installed_from"] == str((study / artifact).resolve())
+    assert tree_digest(study) == before
+
+
 def test_run_refuses_an_existing_study_and_resume_of_finished_is_a_no_op(finished_study, tmp_path, capsys):
     before = tree_digest(finished_study)
     spec = tmp_path / "spec.json"
@@ -297,6 +321,47 @@ def test_spec_defaults_and_validation():
     with pytest.raises(SpecError, match="stale_after"):
         parse_spec({"objective": "benchmark:branin", "budget": {"trials": 4},
                     "heartbeat": {"interval": 5, "stale_after": 6}})
+
+
+def test_the_study_task_is_the_spec_s_or_the_objective_s_model_task():
+    for objective, task in (("benchmark:quadratic-model", "HPOTools.quadratic-model"),
+                            ("MRIFieldOfView:classifier", "MRIFieldOfView.slice-classifier"),
+                            ("KidneyUS:unet", "KidneyUS.segmentation")):
+        spec = parse_spec({"objective": objective, "method": "random", "budget": {"trials": 2}})
+        assert spec.task == spec.raw["task"] == task
+        assert parse_spec(spec.raw).raw == spec.raw
+        assert parse_spec({**spec.raw, "task": task}).task == task    # the same task, given: accepted
+    assert "task" not in parse_spec({"objective": "benchmark:branin", "budget": {"trials": 2}}).raw
+
+
+def test_a_model_of_another_task_fails_its_trial_and_is_never_installed(tmp_path, capsys):
+    # the objective saves KidneyUS models although its trials are HPOTools.quadratic-model ones
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"objective": "benchmark:quadratic-model", "method": "random",
+                                "objective_options": {"saved_task": "KidneyUS.segmentation"},
+                                "budget": {"trials": 2}, "seed": 0}))
+    study = tmp_path / "study"
+    code, _, _ = cli(capsys, "run", spec, "--study", study, "--progress", "quiet")
+    store = StudyStore.open(study)
+    trials = store.trials()
+    store.close()
+    assert code == 0 and [t.state.value for t in trials] == ["failed", "failed"]
+    assert all("'KidneyUS.segmentation', expected 'HPOTools.quadratic-model'" in t.error and t.artifact is None
+               and t.value is None for t in trials), [t.error for t in trials]
+    assert_one_line_error(*cli(capsys, "install", study), "no completed trial")
+
+
+def test_install_refuses_a_model_whose_task_was_changed_after_its_trial(finished_study, tmp_path, capsys):
+    study = tmp_path / "study"
+    shutil.copytree(finished_study, study)
+    store = StudyStore.open(study)
+    artifact = store.trial(0).artifact
+    store.close()
+    meta_file = study / artifact / "model.json"   # the checksum covers the weights only
+    meta_file.write_text(meta_file.read_text().replace("HPOTools.quadratic-model", "KidneyUS.segmentation"))
+    assert_one_line_error(*cli(capsys, "install", study, "--trial", 0),
+                          "'KidneyUS.segmentation', expected 'HPOTools.quadratic-model'")
+    assert not (Path(os.environ["SEGTUNE_HOME"]) / "models").exists()
 
 
 def test_store_rejects_a_second_create_and_finishing_a_trial_twice(tmp_path):

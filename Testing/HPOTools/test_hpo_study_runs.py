@@ -114,8 +114,9 @@ def test_background_study_survives_sigkill_and_resumes(tmp_path):
 
     # the winner goes into the model store, verifiable, with its hyper-parameters and metrics
     installed = json.loads(hpo("install", study, "--activate", "--json").stdout)
-    assert installed["trial"] == best["trial"] and installed["active"]
+    assert installed["trial"] == best["trial"] and installed["active"] and installed["recorded_in_study"]
     meta = verify_model(installed["path"], task="HPOTools.quadratic-model")
+    assert meta["installed_from"] == str((study / best["artifact"]).resolve())   # not the deleted staging copy
     assert meta["hyperparameters"] == best["params"]
     assert meta["metrics"]["validation_loss"] == pytest.approx(best["value"])
     assert meta["hpo"]["trial"] == best["trial"] and meta["hpo"]["objective"] == "benchmark:quadratic-model"
@@ -196,6 +197,42 @@ def test_cancel_stops_the_process_tree_and_study_resumes(tmp_path):
     assert all(t["params"]["x"] <= 0.5 for t in trials if t["state"] == "complete")
     refused = hpo("install", study, "--trial", failed[0]["trial"], check=False)
     assert refused.returncode == 2 and "not complete" in refused.stderr and refused.stdout == ""
+
+
+def runner_processes(study: Path) -> list[int]:
+    """Live `resume STUDY` processes that are runners (not --join workers)."""
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline", "status"]):
+        command = process.info["cmdline"] or []
+        if (process.info["status"] != psutil.STATUS_ZOMBIE and "resume" in command and str(study) in command
+                and "--join" not in command):
+            found.append(process.info["pid"])
+    return found
+
+
+def test_a_second_background_runner_is_refused_while_one_runs(tmp_path):
+    # the module's resume started a second runner on a running study
+    from HPOToolsLib.study.control import cancel_study, launch_background
+    from HPOToolsLib.study.runner import create_study
+    from SegTuneCore.errors import SegTuneError
+
+    study = create_study(tmp_path / "study", {"objective": "benchmark:quadratic-model", "method": "random",
+                                              "budget": {"trials": 30}, "seed": 0, "trial_sleep": 1.0})
+    first = launch_background(study, [])
+    joined = None
+    try:
+        wait_for(lambda: status(study)["trials"]["running"] >= 1, what="a running trial")
+        with pytest.raises(SegTuneError, match=rf"already running \(pid {first['pid']} ") as refused:
+            launch_background(study, [])
+        assert "\n" not in str(refused.value)
+        assert runner_processes(study) == [first["pid"]]
+        joined = launch_background(study, [], join=True)     # a worker still joins the running study
+        wait_for(lambda: joined["pid"] in [w["pid"] for w in status(study)["workers"]], what="the joined worker")
+        assert runner_processes(study) == [first["pid"]]
+    finally:
+        cancel_study(study)
+        pids = [first["pid"]] + ([joined["pid"]] if joined else [])
+        wait_for(lambda: not any(group_alive(pid) for pid in pids), timeout=10, what="the processes to stop")
 
 
 def test_trial_timeout_is_recorded(tmp_path):

@@ -202,6 +202,15 @@ def test_two_installs_keep_both_versions_and_activation_is_explicit(tmp_path):
         store.activate(TASK, "v9")
 
 
+def test_installed_from_is_the_folder_or_the_named_source(tmp_path):
+    store = ModelStore(tmp_path / "store", bundled_dirs=[])
+    plain = store.install(make_model(tmp_path / "a", seed=0))
+    assert plain.meta["installed_from"] == str((tmp_path / "a").resolve())
+    # a staged copy, deleted after the install, names where the model really lives
+    staged = store.install(make_model(tmp_path / "staging" / "model", seed=1), source=tmp_path / "study" / "model")
+    assert staged.meta["installed_from"] == str((tmp_path / "study" / "model").resolve())
+
+
 def test_bundled_models_are_listed_read_only_and_resolved_last(tmp_path):
     bundled = tmp_path / "Resources" / "Models"
     make_model(bundled / "kidney-default", seed=5)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from SegTuneCore.process import kill_process_tree
 
+from .runner import check_can_run
 from .storage import StudyStore, hostname, local_process_alive, process_started
 
 LOG_NAME = "runner.log"
@@ -20,27 +21,28 @@ LOG_NAME = "runner.log"
 def launch_background(folder: Path, runner_args: list[str], *, join: bool = False, python: str | None = None,
                       env: dict | None = None) -> dict:
     """Start ``python -m HPOToolsLib resume FOLDER ...`` in a new session (its pid is its process
-    group id), logging JSON lines to the study's runner.log; return at once. Inside Slicer, pass
-    Slicer's Python and module paths (SegTuneCore.slicer_environment)."""
+    group id), logging JSON lines to the study's runner.log; return at once. Refuses a second
+    runner while one is alive (``join`` adds a worker to it instead). Inside Slicer, pass Slicer's
+    Python and module paths (SegTuneCore.slicer_environment)."""
     folder = Path(folder).resolve()
     command = [python or sys.executable, "-u", "-m", "HPOToolsLib", "resume", str(folder), "--progress", "json",
                "--detached", *runner_args] + (["--join"] if join else [])
     env = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1")
-    with open(folder / LOG_NAME, "ab") as log:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                   cwd=folder, env=env, start_new_session=True, close_fds=True)
-    if not join:
-        store = StudyStore.open(folder)
-        try:
-            with store.write() as connection:
-                runner = store.get("runner", connection=connection) or {}
-                if runner.get("pid") != process.pid:   # the child may already have registered itself
-                    StudyStore.put(connection, "runner", {"pid": process.pid, "host": hostname(),
-                                                          "pid_started": process_started(process.pid),
-                                                          "started": time.time(), "worker": None})
+    store = StudyStore.open(folder)
+    try:
+        # check, start and register under the write lock: two launches cannot both find no runner
+        with store.write() as connection:
+            check_can_run(store, join=join)
+            with open(folder / LOG_NAME, "ab") as log:
+                process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                           cwd=folder, env=env, start_new_session=True, close_fds=True)
+            if not join:
+                StudyStore.put(connection, "runner", {"pid": process.pid, "host": hostname(),
+                                                      "pid_started": process_started(process.pid),
+                                                      "started": time.time(), "worker": None})
                 StudyStore.put(connection, "state", "running")
-        finally:
-            store.close()
+    finally:
+        store.close()
     return {"study": str(folder), "pid": process.pid, "log": str(folder / LOG_NAME)}
 
 

@@ -1,13 +1,16 @@
 """Install a study's winner (or a chosen trial) into the SegTune model store as a new version.
 
 The trial must be COMPLETE and have saved a model (``context.model_folder``); the model must pass
-``SegTuneCore.models.verify_model`` and still have the checksum recorded when the trial finished.
-The installed model.json carries the trial's hyper-parameters, its metrics and value, and where it
-came from (study folder, trial, objective, method, seed).
+``SegTuneCore.models.verify_model``, be of the study's task, and still have the checksum recorded
+when the trial finished. The installed model.json carries the model's hyper-parameters with the
+trial's searched values over them, its metrics and value, and where it came from (study folder,
+trial, objective, method, seed; ``installed_from`` is the trial's model folder). The study is
+only read: it may be on a read-only mount (the install is then not recorded in its events).
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -16,7 +19,7 @@ from SegTuneCore.models import ModelEntry, ModelStore, load_model, save_model, v
 
 from ..trials import TrialState
 from .status import best_trial
-from .storage import StudyStore
+from .storage import DB_NAME, StudyStore
 
 
 def choose_trial(store: StudyStore, number: int | None):
@@ -33,35 +36,49 @@ def choose_trial(store: StudyStore, number: int | None):
 
 
 def install_trial(folder, *, trial: int | None = None, activate: bool = False,
-                  store_root=None) -> tuple[ModelEntry, int]:
-    study = StudyStore.open(folder)
+                  store_root=None) -> tuple[ModelEntry, int, bool]:
+    """Install the trial's model; return its entry, the trial number, and whether the study
+    recorded the install (a study that cannot be written, e.g. on a read-only mount, does not)."""
+    study = StudyStore.open(folder, read_only=True)   # choosing and reading never write: any folder will do
     try:
         chosen = choose_trial(study, trial)
         spec = study.spec()
-        if chosen.state != TrialState.COMPLETE:
-            raise SegTuneError(f"trial {chosen.number} is {chosen.state.value}, not complete: only complete trials "
-                               "can be installed")
-        if not chosen.artifact:
-            raise SegTuneError(f"trial {chosen.number} saved no model (objective {spec['objective']!r} does not "
-                               "produce models)")
-        model = study.folder / chosen.artifact
-        meta = verify_model(model, task=spec.get("task"))
-        if meta["sha256"] != chosen.artifact_sha256:
-            raise SegTuneError(f"{model}: the model changed after trial {chosen.number} finished (checksum differs "
-                               "from the one recorded in the study); refusing to install it")
-        tensors, meta = load_model(model, task=spec.get("task"), framework="np")
-        record = {k: v for k, v in meta.items() if k not in ("sha256", "version", "format")}
-        record["hyperparameters"] = chosen.params
-        record["metrics"] = {**meta.get("metrics", {}), **chosen.metrics, "objective_value": chosen.value}
-        record["hpo"] = {"study": str(study.folder.resolve()), "trial": chosen.number, "objective": spec["objective"],
-                         "method": spec["method"], "seed": spec["seed"], "value": chosen.value,
-                         "budget": chosen.budget, "device": chosen.device}
-        with tempfile.TemporaryDirectory(prefix=".install-", dir=study.folder) as staging:
-            staged = save_model(Path(staging) / "model", tensors, record)
-            entry = ModelStore(store_root).install(staged, activate=activate)
-        with study.write() as connection:
-            StudyStore.event(connection, "installed", trial=chosen.number,
-                             message=f"{entry.task} {entry.version}" + (" (active)" if activate else ""))
-        return entry, chosen.number
     finally:
         study.close()
+    if chosen.state != TrialState.COMPLETE:
+        raise SegTuneError(f"trial {chosen.number} is {chosen.state.value}, not complete: only complete trials "
+                           "can be installed")
+    if not chosen.artifact:
+        raise SegTuneError(f"trial {chosen.number} saved no model (objective {spec['objective']!r} does not "
+                           "produce models)")
+    model = study.folder / chosen.artifact
+    task = spec.get("task")     # the spec's task or the objective's model_task (studies before it had none)
+    meta = verify_model(model, task=task)
+    if meta["sha256"] != chosen.artifact_sha256:
+        raise SegTuneError(f"{model}: the model changed after trial {chosen.number} finished (checksum differs "
+                           "from the one recorded in the study); refusing to install it")
+    tensors, meta = load_model(model, task=task, framework="np")
+    record = {k: v for k, v in meta.items() if k not in ("sha256", "version", "format")}
+    # the model's own record keeps its training settings; the searched values are the trial's
+    record["hyperparameters"] = {**meta.get("hyperparameters", {}), **chosen.params}
+    record["metrics"] = {**meta.get("metrics", {}), **chosen.metrics, "objective_value": chosen.value}
+    record["hpo"] = {"study": str(study.folder.resolve()), "trial": chosen.number, "objective": spec["objective"],
+                     "method": spec["method"], "seed": spec["seed"], "value": chosen.value,
+                     "budget": chosen.budget, "device": chosen.device}
+    with tempfile.TemporaryDirectory(prefix="segtune-install-") as staging:   # not in the study: it may be read-only
+        staged = save_model(Path(staging) / "model", tensors, record)
+        entry = ModelStore(store_root).install(staged, activate=activate, source=model)
+    return entry, chosen.number, _record_install(study.folder, chosen.number, entry, activate)
+
+
+def _record_install(folder: Path, number: int, entry: ModelEntry, activate: bool) -> bool:
+    if not (os.access(folder, os.W_OK) and os.access(folder / DB_NAME, os.W_OK)):
+        return False
+    study = StudyStore.open(folder)
+    try:
+        with study.write() as connection:
+            StudyStore.event(connection, "installed", trial=number,
+                             message=f"{entry.task} {entry.version}" + (" (active)" if activate else ""))
+    finally:
+        study.close()
+    return True

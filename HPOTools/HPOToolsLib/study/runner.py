@@ -10,7 +10,8 @@ Every worker (a runner, a joined worker, a Ray driver) runs ``Runner.run``:
 2. Evaluate on the executor (local trial processes or Ray tasks); a heartbeat thread stamps the
    worker and its running trials every ``heartbeat.interval`` seconds.
 3. Record the result only if the trial is still this worker's (a trial re-queued meanwhile is
-   not recorded twice). A saved model is verified and its checksum stored with the trial.
+   not recorded twice). A saved model is verified (files, checksum, the study's task) and its
+   checksum stored with the trial; a model that fails makes the trial FAILED.
 
 SIGTERM/SIGINT (``cancel``) stop the loop at once: running trials are killed and put back in the
 queue (not counted as attempts), so ``resume`` redoes them. After kill -9 nothing is lost either:
@@ -197,20 +198,20 @@ class Runner:
         from SegTuneCore.models import verify_model
 
         state = TrialState(outcome["state"])
-        error = outcome.get("error")
+        value, error = outcome.get("value"), outcome.get("error")
         artifact = sha = None
         model = trial_folder(self.store.folder, number) / "model"
         if state == TrialState.COMPLETE and (model / "model.json").is_file():
             try:
-                sha = verify_model(model)["sha256"]
+                sha = verify_model(model, task=self.spec.task)["sha256"]
                 artifact = str(model.relative_to(self.store.folder))
-            except SegTuneError as exc:
-                error = f"saved model failed verification: {exc}"
+            except SegTuneError as exc:   # a model that cannot be installed makes the trial no winner
+                state, value, error = TrialState.FAILED, None, f"saved model failed verification: {exc}"
         self.in_flight.pop(number, None)
-        self.store.finish(number, self.worker, state=state, value=outcome.get("value"), error=error,
+        self.store.finish(number, self.worker, state=state, value=value, error=error,
                           metrics=outcome.get("metrics"), intermediate=outcome.get("intermediate"),
                           artifact=artifact, artifact_sha256=sha, device=outcome.get("device"))
-        self._report_progress(number, state, outcome.get("value"), error)
+        self._report_progress(number, state, value, error)
 
     def _report_progress(self, number: int, state: TrialState, value, error) -> None:
         trials = self.store.trials()

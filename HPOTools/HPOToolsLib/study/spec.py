@@ -24,7 +24,9 @@ The smallest useful spec is ``{"objective": "benchmark:hartmann6", "method": "bo
 - ``heartbeat``: ``{"interval": 2, "stale_after": 60}`` seconds; the stale limit applies to
   workers on other machines (a dead local worker is recognised by its process at once).
 - ``trial_sleep``: seconds each trial waits before evaluating (demos and crash tests).
-- ``task``: model-store task of the models the trials save (default: the one in their model.json).
+- ``task``: model-store task of the models the trials save (default: the objective's
+  ``model_task``; a different one is refused). The study stores it, and the runner and ``install``
+  refuse a model of another task.
 """
 
 from __future__ import annotations
@@ -191,12 +193,17 @@ def parse_spec(spec: Any) -> StudySpec:
     task = spec.get("task")
     if task is not None and (not isinstance(task, str) or not task):
         raise SpecError(f"spec: task must be a model-store task name, got {task!r}")
+    if task is not None and objective.model_task is not None and task != objective.model_task:
+        raise SpecError(f"spec: task {task!r} differs from the task of the models {objective_name!r} saves "
+                        f"({objective.model_task!r}); leave task out")
+    task = task or objective.model_task
     for key in ("name", "description"):
         if key in spec and not isinstance(spec[key], str):
             raise SpecError(f"spec: {key} must be a string")
 
     raw = {
-        **{k: spec[k] for k in ("name", "description", "task") if k in spec},
+        **{k: spec[k] for k in ("name", "description") if k in spec},
+        **({"task": task} if task else {}),   # stored, so install needs not resolve the objective
         "objective": objective_name, "objective_options": objective_options, "space": space.to_spec(),
         "method": method, "method_options": method_options,
         "budget": {k: v for k, v in (("trials", trials), ("wall_time", wall_time), ("epochs", epochs)) if v is not None},

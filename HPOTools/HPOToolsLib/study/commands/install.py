@@ -17,10 +17,11 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    entry, number = install_trial(args.study, trial=args.trial, activate=args.activate, store_root=args.store)
+    entry, number, recorded = install_trial(args.study, trial=args.trial, activate=args.activate,
+                                            store_root=args.store)
     if args.json:
-        print(json.dumps({"trial": number, **entry.summary()}))
+        print(json.dumps({"trial": number, **entry.summary(), "recorded_in_study": recorded}))
     else:
         print(f"installed trial {number} as {entry.task} {entry.version}{' (active)' if entry.active else ''} "
-              f"at {entry.path}")
+              f"at {entry.path}" + ("" if recorded else " (the study is read-only: not recorded in its events)"))
     return 0
