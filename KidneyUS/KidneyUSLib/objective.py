@@ -5,15 +5,17 @@
     objective(params, budget)      # trains `budget` epochs, returns the last validation Dice loss
     objective.fits(params)         # static memory check (pass as minimize(..., fits=objective.fits))
 
-Multi-fidelity: the budget is a number of epochs (Hyperband's resource), max_budget 27. Each call
-trains from scratch (joint adults + children with oversampling, §3.3.2) on phantoms generated once
-per objective; the validation phantoms (held-out seeds, both populations) are never trained on.
+Multi-fidelity: the budget is a number of epochs (Hyperband's resource), max_budget 27. A call
+trains joint adults + children with oversampling (§3.3.2) on phantoms generated once per
+objective, from scratch, or, in a study, from the configuration's checkpoint when Hyperband
+promotes it (only budget − resume_from more epochs; the weights continue, Adam restarts); the validation phantoms (held-out seeds, both populations) are never trained on.
 `objective.curves` keeps every call's validation Dice loss per epoch. A configuration whose
 estimated training memory exceeds `memory_limit_gb` is refused before anything is allocated.
 
-In a study (HPOToolsLib.study) the call gets a trial `context`: it trains on `context.device`,
-reports the validation Dice loss after each epoch, and saves the network into
-`context.model_folder` with the train CLI's model.json (`training.model_meta`), so
+In a study (HPOToolsLib.study) the call gets a trial `context`: it trains on `context.device`
+with the trial's seed, reports the validation Dice loss after each epoch, saves the checkpoint of
+the configuration, and saves the network into `context.model_folder` with the train CLI's
+model.json (`training.model_meta`), so
 `python -m HPOToolsLib install` can put the winner into the model store.
 """
 
@@ -90,6 +92,7 @@ class UNetObjective:
 
         from SegTuneCore.device import select_device
 
+        from .inference import load_network
         from .training import TrainSettings, model_meta, save_network, train_network
         from .unet import UNet3D, UNetConfig
 
@@ -97,26 +100,36 @@ class UNetObjective:
             raise MemoryError(f"static estimate exceeds {self.memory_bytes / GIB:.1f} GiB for {params}")
         epochs = max(1, int(math.ceil(float(budget))))
         sets = self._data()
-        torch.manual_seed(self.seed)
-        network = UNet3D(UNetConfig(width=int(params["width"]), levels=int(params["levels"]),
-                                    dropout=float(params["dropout"])))
-        settings = TrainSettings(epochs=epochs, batch_size=int(params["batch_size"]),
+        seed = context.seed if context is not None else self.seed
+        torch.manual_seed(seed)
+        resume = context.checkpoint_to_resume() if context is not None else None
+        if resume is not None:
+            network, _ = load_network(resume)
+            done = int(context.resume_from)
+        else:
+            network = UNet3D(UNetConfig(width=int(params["width"]), levels=int(params["levels"]),
+                                        dropout=float(params["dropout"])))
+            done = 0
+        settings = TrainSettings(epochs=max(1, epochs - done), batch_size=int(params["batch_size"]),
                                  lr=float(params["learning_rate"]), augment=float(params["augment"]),
-                                 crop=self.crop, seed=self.seed)
+                                 crop=self.crop, seed=seed)
         device = select_device(context.device if context is not None else self.device_spec)
 
         def on_epoch(epoch, history):
             if context is not None:
-                context.report(epoch + 1, history.validation_loss[-1])
+                context.report(done + epoch + 1, history.validation_loss[-1])  # epochs in total
 
         history = train_network(network, sets["train"], settings, device, validation=sets["validation"],
                                 on_epoch=on_epoch)
-        self.curves.append({"params": dict(params), "epochs": epochs, "validation_loss": history.validation_loss})
+        self.curves.append({"params": dict(params), "epochs": epochs, "resumed_from": done,
+                            "validation_loss": history.validation_loss})
         if context is not None:
             meta = model_meta(network, method="unet", settings=settings, train_sets=sets["train"],
                               metrics={"validation_dice_loss": history.validation_loss[-1]}, device=device,
-                              history=history)
+                              history=history, extra={"epochs_in_total": epochs, "resumed_from": done})
             save_network(context.model_folder, network, meta)
+            if context.checkpoint_folder is not None:
+                save_network(context.checkpoint_folder, network, meta)
         return float(history.validation_loss[-1])
 
 

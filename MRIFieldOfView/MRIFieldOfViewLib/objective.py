@@ -5,15 +5,18 @@
     objective(params, budget)        # trains `budget` epochs, returns the last validation loss
     objective.fits(params)           # static memory check (pass as minimize(..., fits=objective.fits))
 
-Multi-fidelity: the budget is a number of epochs (Hyperband's resource), max_budget 27. Each
-call trains from scratch on a phantom data set built once per objective (volume-wise split; the
-validation volumes are never trained on). `objective.curves` keeps every call's validation loss
+Multi-fidelity: the budget is a number of epochs (Hyperband's resource), max_budget 27. A call
+trains on a phantom data set built once per objective (volume-wise split; the validation volumes
+are never trained on), from scratch, or, in a study, from the configuration's checkpoint when
+Hyperband promotes it (only budget − resume_from more epochs; the weights continue, SGD's
+momentum restarts). `objective.curves` keeps every call's validation loss
 per epoch. A configuration whose estimated training memory exceeds `memory_limit_gb` (12 GB, as
 in §2.6.3) is refused before anything is allocated: `fits` returns False, and a direct call
 raises MemoryError, which HPOTools records as the OOM failure state.
 
-In a study (HPOToolsLib.study) the call gets a trial `context`: it trains on `context.device`,
-reports the validation loss after each epoch, and saves the trained network into
+In a study (HPOToolsLib.study) the call gets a trial `context`: it trains on `context.device`
+with the trial's seed, reports the validation loss after each epoch, saves the configuration's
+checkpoint, and saves the trained network into
 `context.model_folder` with the model.json of the train CLI (`training.model_meta`), so
 `python -m HPOToolsLib install` can put the winner into the model store for `localize`.
 """
@@ -110,7 +113,9 @@ class ClassifierObjective:
 
     def __call__(self, params: dict, budget: float = MAX_EPOCHS, job=None, context=None) -> float:
         from SegTuneCore.device import describe, select_device
+        from SegTuneCore.models import load_model
 
+        from .classifier import ARCHITECTURE
         from .training import model_meta, save_trained, train
 
         config = config_of(params, self.fixed)
@@ -121,24 +126,32 @@ class ClassifierObjective:
         epochs = max(1, int(math.ceil(float(budget))))
         sets = self._data()
         device = select_device(context.device if context is not None else self.device_spec)
+        seed = context.seed if context is not None else self.seed
+        resume = context.checkpoint_to_resume() if context is not None else None
+        initial_state, done = None, 0
+        if resume is not None:
+            initial_state, _ = load_model(resume, task=TASK, architecture=ARCHITECTURE)
+            done = int(context.resume_from)
 
         def on_epoch(entry):
             if context is not None:
-                context.report(entry["epoch"], entry["validation_loss"])
+                context.report(done + entry["epoch"], entry["validation_loss"])  # epochs in total
 
-        result = train(config, sets["train"], sets["validation"], epochs=epochs,
-                       samples_per_epoch=self.samples_per_epoch, seed=self.seed, device=device,
-                       on_epoch=on_epoch)
+        result = train(config, sets["train"], sets["validation"], epochs=max(1, epochs - done),
+                       samples_per_epoch=self.samples_per_epoch, seed=seed, device=device,
+                       on_epoch=on_epoch, initial_state=initial_state)
         curve = [entry["validation_loss"] for entry in result.history]
-        self.curves.append({"params": dict(params), "epochs": epochs, "validation_loss": curve})
+        self.curves.append({"params": dict(params), "epochs": epochs, "resumed_from": done, "validation_loss": curve})
         if context is not None:
             last = result.history[-1]
             metrics = {"validation": {"loss": last["validation_loss"], "accuracy": last["validation_accuracy"]}}
-            meta = model_meta(config, result, seed=self.seed, data=self.data_record(), metrics=metrics,
-                              training={"epochs": epochs, "epochs_run": len(result.history),
+            meta = model_meta(config, result, seed=seed, data=self.data_record(), metrics=metrics,
+                              training={"epochs": epochs, "epochs_run": len(result.history), "resumed_from": done,
                                         "samples_per_epoch": self.samples_per_epoch, "bf16": False},
                               device_record=describe(device))
             save_trained(context.model_folder, result, meta)
+            if context.checkpoint_folder is not None:
+                save_trained(context.checkpoint_folder, result, meta)
         return float(curve[-1])
 
 

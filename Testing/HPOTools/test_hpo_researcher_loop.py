@@ -60,8 +60,10 @@ def test_study_winner_is_installed_and_localizes_through_the_mrml_logic(tmp_path
     study.close()
     assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials), \
         [(t.number, t.state, t.error) for t in trials]
-    for trial in trials:  # the objective reported the validation loss after every epoch
-        assert [step for step, _ in trial.intermediate] == list(range(1, int(trial.budget) + 1))
+    assert any(t.resume_from for t in trials)  # Hyperband promoted a configuration
+    for trial in trials:  # the validation loss after every epoch trained: a promoted one continues its checkpoint
+        assert [step for step, _ in trial.intermediate] == list(range(int(trial.resume_from or 0) + 1,
+                                                                      int(trial.budget) + 1))
         assert trial.intermediate[-1][1] == pytest.approx(trial.value)
         assert trial.artifact and trial.artifact_sha256
     best = min(trials, key=lambda t: (t.value, t.number))

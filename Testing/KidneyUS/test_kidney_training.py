@@ -171,6 +171,32 @@ def test_hpo_objective_trains_for_the_budget_and_refuses_what_cannot_fit():
         small_memory(huge, 1)
 
 
+def test_hpo_objective_continues_a_promoted_configuration_from_its_checkpoint(tmp_path):
+    from HPOToolsLib.study.evaluate import TrialContext
+    from SegTuneCore.models import load_model
+
+    from KidneyUSLib import objective
+
+    function = objective.UNetObjective(adults=1, children=1, validation=1, crop=None, device="cpu")
+    function._sets = {"train": [_spheres("adult", 2, 0, side=16), _spheres("child", 2, 1, side=16)],
+                      "validation": [_spheres("adult", 1, 2, side=16), _spheres("child", 1, 3, side=16)]}
+    params = {"width": 4, "levels": 3, "dropout": 0.0, "learning_rate": 3e-3, "batch_size": 2, "augment": 0.5}
+    checkpoint = tmp_path / "checkpoints" / "7"
+    first = TrialContext(number=0, folder=tmp_path / "t0", device="cpu", seed=11, budget=1, config_id=7,
+                         checkpoint_folder=checkpoint)
+    function(params, 1, context=first)
+    after_rung_0, _ = load_model(checkpoint)
+    promoted = TrialContext(number=1, folder=tmp_path / "t1", device="cpu", seed=12, budget=3, resume_from=1,
+                            config_id=7, checkpoint_folder=checkpoint)
+    function(params, 3, context=promoted)
+    assert function.curves[-1]["resumed_from"] == 1 and len(function.curves[-1]["validation_loss"]) == 2
+    meta = json.loads((tmp_path / "t1" / "model" / "model.json").read_text())
+    assert meta["epochs_in_total"] == 3 and meta["hyperparameters"]["epochs"] == 2 and meta["hyperparameters"]["seed"] == 12
+    # the checkpoint moved on from rung 0's weights
+    after_rung_1, _ = load_model(checkpoint)
+    assert any(not np.array_equal(after_rung_0[k], after_rung_1[k]) for k in after_rung_0)
+
+
 def test_an_hpo_study_of_the_unet_must_search_every_parameter_it_reads():
     from HPOToolsLib.study.spec import SpecError, parse_spec
 

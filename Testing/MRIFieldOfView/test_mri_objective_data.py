@@ -33,3 +33,25 @@ def test_bad_data_folder_is_refused_before_any_training(tmp_path):
     (tmp_path / "study0.json").unlink()
     with pytest.raises(SegTuneError, match="study0"):
         ClassifierObjective(data=str(tmp_path))
+
+
+def test_a_promoted_configuration_continues_from_its_checkpoint(tmp_path):
+    from HPOToolsLib.study.evaluate import TrialContext
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for seed in range(4):
+        _write_study(data, seed)
+    objective = ClassifierObjective(data=str(data), max_slices_per_volume=8, samples_per_epoch=32,
+                                    fixed={"filters_log2": 2, "fc_units": [16]}, device="cpu")
+    params, reported = {"learning_rate": 0.01, "batch_size": 8}, []
+    checkpoint = tmp_path / "checkpoints" / "3"
+    objective(params, 1, context=TrialContext(number=0, folder=tmp_path / "t0", device="cpu", seed=5, budget=1,
+                                              config_id=3, checkpoint_folder=checkpoint))
+    objective(params, 3, context=TrialContext(number=1, folder=tmp_path / "t1", device="cpu", seed=6, budget=3,
+                                              resume_from=1, config_id=3, checkpoint_folder=checkpoint,
+                                              reporter=lambda step, value: reported.append(step)))
+    assert objective.curves[-1]["resumed_from"] == 1 and len(objective.curves[-1]["validation_loss"]) == 2
+    assert reported == [2.0, 3.0]  # epochs in total, continuing rung 0's one
+    meta = json.loads((tmp_path / "t1" / "model" / "model.json").read_text())
+    assert meta["hyperparameters"]["resumed_from"] == 1 and meta["seed"] == 6

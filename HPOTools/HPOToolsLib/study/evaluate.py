@@ -6,8 +6,9 @@ multi-fidelity objectives). If it accepts these keywords it also gets:
 - ``context``: a ``TrialContext`` — ``number``, ``folder`` (the trial's artifact folder),
   ``model_folder`` (where to ``SegTuneCore.models.save_model`` a trained model so ``install`` can
   find it), ``device`` ("cpu", "cuda:0", ...), ``seed`` (per trial), ``budget``/``resume_from``/
-  ``config_id``/``checkpoint_folder`` (multi-fidelity: resume training from the checkpoint of
-  the configuration), and ``report(step, value)`` for intermediate values (per epoch or rung);
+  ``config_id``/``checkpoint_folder`` (multi-fidelity: save the configuration's checkpoint
+  there; ``checkpoint_to_resume()`` gives it back when a trial continues it from ``resume_from``),
+  and ``report(step, value)`` for intermediate values (per epoch or rung);
 - ``job``: the ``hyperband.Job`` (multi-fidelity), as ``minimize`` passes it.
 
 It returns the value to minimise, or a dict ``{"value": v, "metrics": {...}}``. Exceptions become
@@ -44,6 +45,15 @@ class TrialContext:
     @property
     def model_folder(self) -> Path:
         return self.folder / "model"
+
+    def checkpoint_to_resume(self) -> Path | None:
+        """The configuration's checkpoint (a model folder) to continue training from, when this
+        trial resumes one; None for a fresh start, or when the earlier trial never wrote it (a
+        crash): then train from scratch."""
+        folder = self.checkpoint_folder
+        if self.resume_from and folder is not None and (folder / "model.json").is_file():
+            return folder
+        return None
 
     def report(self, step: float, value: float) -> None:
         """An intermediate value (validation loss after an epoch, at a rung)."""
