@@ -23,17 +23,23 @@ TABLE_COLUMNS = ("trial", "state", "value", "best so far", "budget", "parameters
 
 def read_study(folder: str | Path) -> tuple[dict, list]:
     """Status and finished trials (in training order) of a study, without writing to it."""
-    store = StudyStore.open(folder)
+    store = StudyStore.open(folder, read_only=True)
     try:
         return study_status(store), training_order(store.trials())
     finally:
         store.close()
 
 
-def running_best(values: list[float | None]) -> list[float]:
+def running_best(trials: list) -> list[float]:
+    """The best value so far after each trial; in a multi-fidelity study only values at the
+    largest budget count (a loss after 1 epoch is no rival for one after 27), as `status` and
+    `install` choose the winner."""
+    budgets = [t.budget for t in trials if t.budget is not None and t.value is not None]
+    top = max(budgets, default=None)
     best, out = math.inf, []
-    for value in values:
-        if value is not None and math.isfinite(value):
+    for trial in trials:
+        value = trial.value
+        if value is not None and math.isfinite(value) and (top is None or trial.budget == top):
             best = min(best, value)
         out.append(best if math.isfinite(best) else math.nan)
     return out
@@ -59,7 +65,7 @@ def update_trials_table(table_node, trials: list) -> None:
     _set_table_column(table_node, "trial", [t.number for t in trials], "double")
     _set_table_column(table_node, "state", [t.state.value for t in trials], "string")
     _set_table_column(table_node, "value", values, "double")
-    _set_table_column(table_node, "best so far", running_best(values), "double")
+    _set_table_column(table_node, "best so far", running_best(trials), "double")
     _set_table_column(table_node, "budget", [t.budget for t in trials], "double")
     _set_table_column(table_node, "parameters", [json.dumps(t.params, sort_keys=True) for t in trials], "string")
     _set_table_column(table_node, "error", [t.error or "" for t in trials], "string")

@@ -46,6 +46,28 @@ def study_table_and_plot() -> None:
         assert actions == {"cancel": False, "resume": False, "install": True}, actions
 
 
+def multi_fidelity_best_counts_only_the_largest_budget() -> None:
+    """In a Hyperband study the running best is the winner's kind: values at the largest budget."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = create_study(Path(tmp) / "mf", {"objective": "benchmark:mf-hartmann6", "method": "hyperband",
+                                                "objective_options": {"max_budget": 9},
+                                                "method_options": {"max_budget": 9, "eta": 3},
+                                                "budget": {"trials": 13}, "seed": 1})
+        run_study(folder)
+        status = update_study_nodes(folder)
+        table = status["table_node"]
+        budgets, values = table_column(table, "budget"), table_column(table, "value")
+        best = table_column(table, "best so far")
+        top = max(budgets)
+        assert budgets[0] < top, "the first results are cheap rungs, or this checks nothing"
+        expected, so_far = [], math.inf
+        for value, budget in zip(values, budgets):
+            so_far = min(so_far, value) if budget == top else so_far
+            expected.append(so_far)
+        assert all(b == e or (math.isinf(e) and math.isnan(b)) for b, e in zip(best, expected)), (best, expected)
+        assert math.isclose(best[-1], status["best"]["value"])
+
+
 def interrupted_study_offers_resume() -> None:
     """A runner killed with SIGKILL shows as interrupted, offers resume, and resuming finishes it."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,4 +88,4 @@ def interrupted_study_offers_resume() -> None:
         assert len(numbers) == len(set(numbers)) == 8
 
 
-SCENARIOS = (study_table_and_plot, interrupted_study_offers_resume)
+SCENARIOS = (study_table_and_plot, multi_fidelity_best_counts_only_the_largest_budget, interrupted_study_offers_resume)
