@@ -266,6 +266,13 @@ def test_read_only_commands_work_on_a_read_only_folder(finished_study, tmp_path)
     assert "corrupt" not in result.stdout + result.stderr and '"unreadable"' not in result.stdout
     assert json.loads(result.stdout[:result.stdout.index("\n}\n") + 2])["state"] == "finished"
     assert output.is_file()
+    # without -o the report would go into the read-only study: one line that says so
+    report = " ".join([sys.executable, "-m", "HPOToolsLib", "report", str(study)])
+    refused = subprocess.run(["unshare", "-m", "sh", "-c", f"mount --bind -o ro {root} {root} && {report}"],
+                             capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "report.png: cannot be written, the folder" in refused.stderr and "is read-only" in refused.stderr
 
 
 @pytest.mark.skipif(not _read_only_mount_works(), reason="needs `unshare -m` and bind mounts (root)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from SegTuneCore.geometry import check_outputs
 from SegTuneCore.process import atomic_write
 
 from ..trials import TrialState
@@ -92,6 +93,7 @@ def write_report(folder, output: Path | None = None) -> dict:
         spec = store.spec()
         png = Path(output) if output else store.folder / "report.png"
         table = png.with_suffix(".md")
+        check_outputs([png, table])  # e.g. a study on a read-only mount: say to use -o
         title = f"{spec.get('name') or store.folder.name}: {spec['method']} on {spec['objective']}"
         plot_trials(trials, title, png)
         with atomic_write(table) as tmp:
