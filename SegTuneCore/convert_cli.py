@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from SegTuneCore.errors import SegTuneError
-from SegTuneCore.geometry import VOLUME_SUFFIXES, check_outputs
+from SegTuneCore.geometry import VOLUME_SUFFIXES, check_outputs, check_segmentation_output_name, check_volume_output_name
 from SegTuneCore.mrml import load_segmentation_node, load_volume_node, save_node
 from SegTuneCore.runtime import headless_slicer
 
@@ -24,6 +24,7 @@ def _kind(path: str) -> str:
 
 def run(args) -> int:
     source, target = _kind(args.input), _kind(args.output)
+    (check_volume_output_name if target == "volume" else check_segmentation_output_name)(args.output)
     check_outputs([args.output], [args.input])
     if source != target:
         raise SegTuneError(f"cannot convert a {source} into a {target}")

@@ -115,6 +115,11 @@ VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 OUTPUT_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha")
 
 
+def check_segmentation_output_name(path: str | os.PathLike) -> None:
+    if not Path(path).name.endswith(".seg.nrrd"):
+        raise SegTuneError(f"{path}: a segmentation file must end with .seg.nrrd (in lower case)")
+
+
 def check_volume_output_name(path: str | os.PathLike) -> None:
     name = Path(path).name
     if name.lower().endswith((".nhdr", ".mhd")):
@@ -222,22 +227,26 @@ def read_volume(path: str | os.PathLike, *, require_3d: bool = True) -> Volume:
 def check_volume_header(path: str | os.PathLike) -> None:
     """`read_volume`'s checks from the header alone (no voxel is read): for readers such as
     MRML's, which would load frame 0 of a 4D image, or a tensor image, without a word."""
-    import SimpleITK as sitk
+    from SegTuneCore.training_data import read_header  # it imports this module
 
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
     try:
-        reader.ReadImageInformation()
-    except RuntimeError as exc:
-        raise SegTuneError(f"{path}: not a readable image ({_itk_reason(exc)})") from None
-    _check_scalar_3d(Path(path), reader.GetDimension(), reader.GetSize(), reader.GetNumberOfComponents(), True)
+        header = read_header(Path(path))
+    except SegTuneError as exc:
+        raise SegTuneError(f"{path}: {exc}") from None
+    _check_scalar_3d(Path(path), 3, header.size, 1, True)
+
+
+def check_3d_shape(name, size_ijk: Sequence[int]) -> None:
+    """A volume, not a 2D image or a single slice (whose slices would be lines)."""
+    if len(size_ijk) != 3 or min(size_ijk) < 2:
+        raise SegTuneError(f"{name}: is a {'x'.join(str(s) for s in size_ijk)} image, expected a 3D volume")
 
 
 def _check_scalar_3d(path: Path, dimension: int, size, components: int, require_3d: bool) -> None:
     if components != 1:
         raise SegTuneError(f"{path}: has {components} components per voxel, expected a scalar volume")
-    if require_3d and (dimension != 3 or min(size) < 2):
-        raise SegTuneError(f"{path}: is a {'x'.join(str(s) for s in size)} image, expected a 3D volume")
+    if require_3d:
+        check_3d_shape(path, size)
     if dimension != 3:
         raise SegTuneError(f"{path}: {dimension}D images are not supported")
 
@@ -291,8 +300,7 @@ def write_segmentation(labels: Volume, segments: Sequence[Segment], path: str | 
     from SegTuneCore.process import atomic_write
 
     path = Path(path)
-    if not path.name.endswith(".seg.nrrd"):
-        raise SegTuneError(f"{path}: a segmentation file must end with .seg.nrrd")
+    check_segmentation_output_name(path)
     values = [s.label_value for s in segments]
     if len(set(values)) != len(values) or any(v <= 0 or v > 255 for v in values):
         raise SegTuneError("segment label values must be distinct integers in 1..255")

@@ -272,11 +272,12 @@ class ModelStore:
 
     def resolve(self, task: str, name: str | None = None) -> ModelEntry:
         """The model to use for a task: a path, a version or bundled name, else active, else bundled."""
-        entries = [] if name and (os.sep in name or "/" in name) else self.list(task)
+        spelled_as_path = bool(name) and (os.sep in name or "/" in name)
+        entries = [] if spelled_as_path else self.list(task)
         matches = [e for e in entries if e.version == name]
         # a bare name is a version or bundled name first: a folder "v2" where the command runs
         # must not stand in for the installed v2
-        if name and not matches and (os.sep in name or "/" in name or Path(name).is_dir()):
+        if name and not matches and (spelled_as_path or Path(name).is_dir()):
             meta = verify_model(name, task=task)
             return ModelEntry(task, meta.get("version", Path(name).name), Path(name), meta, False, False)
         if name:

@@ -16,8 +16,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from SegTuneCore.errors import SegTuneError
-from SegTuneCore.geometry import (VOLUME_SUFFIXES, Segment, Volume, check_input_file, check_volume_header,
-                                  check_volume_output_name)
+from SegTuneCore.geometry import (VOLUME_SUFFIXES, Segment, Volume, check_input_file, check_segmentation_output_name,
+                                  check_volume_header, check_volume_output_name)
 from SegTuneCore.runtime import vtk_log_silenced
 
 
@@ -148,8 +148,7 @@ def save_node(node, path: str | os.PathLike) -> Path:
 
     path = Path(path)
     if node.IsA("vtkMRMLSegmentationNode"):
-        if not path.name.endswith(".seg.nrrd"):
-            raise SegTuneError(f"{path}: write segmentations as .seg.nrrd, in lower case")
+        check_segmentation_output_name(path)
     else:
         check_volume_output_name(path)
     storage = node.CreateDefaultStorageNode()

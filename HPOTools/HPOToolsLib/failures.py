@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import options as check
+from . import checks
 from .kernels import scaled_sqdist
 
 POLICIES = ("drop", "penalise", "feasibility")
@@ -37,7 +37,7 @@ class FailurePolicy:
         if policy not in POLICIES:
             raise ValueError(f"unknown failure policy {policy!r} (expected one of {list(POLICIES)})")
         self.policy = policy
-        self.penalty = None if penalty is None else check.number("penalty", penalty)
+        self.penalty = None if penalty is None else checks.number("penalty", penalty)
         self.lengthscale = lengthscale
         self.prior_weight = prior_weight
 

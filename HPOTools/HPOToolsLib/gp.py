@@ -36,7 +36,7 @@ import numpy as np
 from scipy.linalg import cho_solve, cholesky
 from scipy.optimize import minimize as scipy_minimize
 
-from . import options as check
+from . import checks
 from .incremental_cholesky import IncrementalCholesky, NotPositiveDefinite
 from .kernels import Kernel, make_kernel, scaled_sqdist
 
@@ -65,8 +65,8 @@ class RefitPolicy:
     min_points_for_degrade: int = 3
 
     def __post_init__(self):
-        check.integer("refit_every", self.every, 1)
-        check.number("refit_fraction", self.fraction, 0.0)
+        checks.integer("refit_every", self.every, 1)
+        checks.number("refit_fraction", self.fraction, 0.0)
 
     def interval(self, n_at_fit: int) -> int:
         """New points between scheduled refits: max(every, fraction · n at the last refit)."""
@@ -121,8 +121,8 @@ class GaussianProcess:
                  bounds: Bounds | None = None, refit: RefitPolicy | None = None, seed: int = 0,
                  prior: LengthscalePrior | None = LengthscalePrior(), incremental: bool = True):
         self.kernel = make_kernel(kernel)
-        self.n_restarts = check.integer("n_restarts", n_restarts, 0)
-        self.max_fit_points = check.integer("max_fit_points", max_fit_points, 2)
+        self.n_restarts = checks.integer("n_restarts", n_restarts, 0)
+        self.max_fit_points = checks.integer("max_fit_points", max_fit_points, 2)
         self.bounds = bounds or Bounds()
         self.refit_policy = refit or RefitPolicy()
         self.prior = prior

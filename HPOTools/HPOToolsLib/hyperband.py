@@ -53,7 +53,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from . import options as check
+from . import checks
 from .acquisition import ACQUISITIONS, log_acquisition, normalised_sample
 from .failures import FailurePolicy
 from .gp import GaussianProcess, RefitPolicy
@@ -64,8 +64,8 @@ from .trials import Trial, TrialState, finished_outcome
 
 def bracket_schedule(max_budget: float, eta: float = 3) -> list[list[tuple[int, float]]]:
     """[(nᵢ, rᵢ) for each rung] for s = s_max … 0 (Li et al., Algorithm 1)."""
-    check.number("eta", eta, 1.0, above=True)
-    check.number("max_budget (R)", max_budget, 1.0)
+    checks.number("eta", eta, 1.0, above=True)
+    checks.number("max_budget (R)", max_budget, 1.0)
     s_max = int(math.floor(math.log(max_budget) / math.log(eta) + 1e-9))
     total = (s_max + 1) * max_budget
     schedule = []
@@ -168,10 +168,10 @@ class _BOSelector:
                  max_fit_points: int = 400, refit_every: int = 1, refit_fraction: float = 0.1):
         self.space = space
         self.max_budget, self.min_budget = max_budget, min_budget
-        self.acquisition = check.choice("acquisition", acquisition, ACQUISITIONS)
-        self.n_candidates = check.integer("n_candidates", n_candidates, 1)
-        self.n_local = check.integer("n_local", n_local, 0)
-        max_enumerate = check.integer("max_enumerate", max_enumerate, 0)
+        self.acquisition = checks.choice("acquisition", acquisition, ACQUISITIONS)
+        self.n_candidates = checks.integer("n_candidates", n_candidates, 1)
+        self.n_local = checks.integer("n_local", n_local, 0)
+        max_enumerate = checks.integer("max_enumerate", max_enumerate, 0)
         self.failures = FailurePolicy(failure_policy)
         self.gp = GaussianProcess(self.kernel, n_restarts=n_restarts, max_fit_points=max_fit_points, seed=seed,
                                   refit=RefitPolicy(every=refit_every, fraction=refit_fraction))
@@ -239,7 +239,7 @@ class LiarBOSelector(_BOSelector):
         super().__init__(space, seed, **options)
         if predict_at not in ("auto", "first", "max"):
             raise ValueError(f"predict_at must be 'auto', 'first' or 'max', got {predict_at!r}")
-        self.predict_at, self.liar = predict_at, check.choice("liar", liar, LIARS)
+        self.predict_at, self.liar = predict_at, checks.choice("liar", liar, LIARS)
 
     def _target_budget(self, budget, ok):
         if self.predict_at == "first":
@@ -293,7 +293,7 @@ class HyperbandScheduler:
             self.selector = SELECTORS[selector](self.space, seed, **options)
         except TypeError as exc:
             raise ValueError(f"bad option for selector {selector!r}: {exc}") from None
-        self.max_iterations = None if max_iterations is None else check.integer("max_iterations", max_iterations, 1)
+        self.max_iterations = None if max_iterations is None else checks.integer("max_iterations", max_iterations, 1)
         self._reset()
 
     def _reset(self):

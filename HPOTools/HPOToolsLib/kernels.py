@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import options as check
+from . import checks
 
 SQRT5 = np.sqrt(5.0)
 
@@ -82,4 +82,4 @@ KERNELS = {"se": SquaredExponential, "matern52": Matern52}
 def make_kernel(name: str) -> Kernel:
     if isinstance(name, Kernel):
         return name
-    return KERNELS[check.choice("kernel", name, sorted(KERNELS))]()
+    return KERNELS[checks.choice("kernel", name, sorted(KERNELS))]()

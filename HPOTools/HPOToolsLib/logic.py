@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .study.report import training_order
-from .study.status import study_status
+from .study.status import comparable, study_status
 from .study.storage import StudyStore
 
 TABLE_COLUMNS = ("trial", "state", "value", "best so far", "budget", "parameters", "error")
@@ -31,16 +31,13 @@ def read_study(folder: str | Path) -> tuple[dict, list]:
 
 
 def running_best(trials: list) -> list[float]:
-    """The best value so far after each trial; in a multi-fidelity study only values at the
-    largest budget count (a loss after 1 epoch is no rival for one after 27), as `status` and
-    `install` choose the winner."""
-    budgets = [t.budget for t in trials if t.budget is not None and t.value is not None]
-    top = max(budgets, default=None)
+    """The best value so far after each trial, counting only the trials `status` and `install`
+    choose the winner from (`status.comparable`)."""
+    counted = {t.number for t in comparable(trials)}
     best, out = math.inf, []
     for trial in trials:
-        value = trial.value
-        if value is not None and math.isfinite(value) and (top is None or trial.budget == top):
-            best = min(best, value)
+        if trial.number in counted and math.isfinite(trial.value):
+            best = min(best, trial.value)
         out.append(best if math.isfinite(best) else math.nan)
     return out
 

@@ -102,14 +102,12 @@ class UNetObjective:
         sets = self._data()
         seed = context.seed if context is not None else self.seed
         torch.manual_seed(seed)
-        resume = context.checkpoint_to_resume() if context is not None else None
+        resume, done = context.checkpoint_to_resume() if context is not None else (None, 0)
         if resume is not None:
             network, _ = load_network(resume)
-            done = int(context.resume_from)
         else:
             network = UNet3D(UNetConfig(width=int(params["width"]), levels=int(params["levels"]),
                                         dropout=float(params["dropout"])))
-            done = 0
         settings = TrainSettings(epochs=max(1, epochs - done), batch_size=int(params["batch_size"]),
                                  lr=float(params["learning_rate"]), augment=float(params["augment"]),
                                  crop=self.crop, seed=seed)

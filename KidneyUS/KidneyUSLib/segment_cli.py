@@ -30,14 +30,13 @@ def configure(parser) -> None:
 
 def run(args) -> int:
     from SegTuneCore.device import describe
-    from SegTuneCore.geometry import check_outputs, read_volume, write_segmentation
+    from SegTuneCore.geometry import check_outputs, check_segmentation_output_name, read_volume, write_segmentation
     from SegTuneCore.process import ProgressReporter
 
     from .segmentation import KIDNEY, check_threshold, load_segmenter, resolve_model, segment_volume, validate_volume
 
     output = Path(args.output)
-    if not output.name.endswith(".seg.nrrd"):
-        raise SegTuneError(f"{output}: the output must be a .seg.nrrd file")
+    check_segmentation_output_name(output)
     check_outputs([output], [args.volume])
     check_threshold(args.threshold)
     reporter = ProgressReporter(args.progress)

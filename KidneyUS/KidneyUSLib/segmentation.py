@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from SegTuneCore.errors import SegTuneError
-from SegTuneCore.geometry import Segment, Volume
+from SegTuneCore.geometry import Segment, Volume, check_3d_shape
 
 from .preprocessing import CUBE_SPACING, postprocess, preprocess
 
@@ -31,10 +31,7 @@ MIN_EXTENT_MM = 2 * CUBE_SPACING  # thinner, no voxel of the network's grid may 
 def validate_volume(volume: Volume, name: str = "input") -> None:
     """Raise a one-line SegTuneError unless the volume is a finite, non-constant 3D scalar volume."""
     array = np.asarray(volume.array)
-    if array.ndim != 3:
-        raise SegTuneError(f"{name}: expected a 3D scalar volume, got an array of shape {array.shape}")
-    if min(array.shape) < 2:
-        raise SegTuneError(f"{name}: is a {'x'.join(map(str, array.shape[::-1]))} image (a 2D slice), expected a 3D volume")
+    check_3d_shape(name, array.shape[::-1])
     if array.size > MAX_VOXELS or max(array.shape) > MAX_SIDE:
         raise SegTuneError(f"{name}: {'x'.join(map(str, array.shape[::-1]))} voxels is beyond the limit "
                            f"({MAX_VOXELS} voxels, {MAX_SIDE} along an axis); crop or resample it first")
@@ -49,13 +46,12 @@ def validate_volume(volume: Volume, name: str = "input") -> None:
     matrix = np.asarray(volume.ijk_to_ras, dtype=np.float64)
     if not np.isfinite(matrix).all() or abs(np.linalg.det(matrix[:3, :3])) < 1e-12:
         raise SegTuneError(f"{name}: its voxel-to-RAS matrix is not invertible")
-    spacing = np.linalg.norm(matrix[:3, :3], axis=0)
-    cosines = (matrix[:3, :3].T @ matrix[:3, :3]) / np.outer(spacing, spacing)
+    cosines = volume.directions.T @ volume.directions
     if np.abs(cosines - np.eye(3)).max() > 1e-4:  # volumes and Slicer's volume nodes have perpendicular axes
         angle = np.degrees(np.arccos(np.clip(np.abs(cosines[~np.eye(3, dtype=bool)]).max(), 0, 1)))
         raise SegTuneError(f"{name}: its voxel axes are not perpendicular (a sheared grid, {angle:.2f}° between two "
                            f"axes); resample it onto a rectangular grid first")
-    extent = np.asarray(array.shape[::-1]) * spacing
+    extent = np.asarray(volume.shape_ijk) * volume.spacing
     if extent.min() < MIN_EXTENT_MM:
         raise SegTuneError(f"{name}: its field of view is {' x '.join(f'{e:g}' for e in np.round(extent, 2))} mm; "
                            f"at least {MIN_EXTENT_MM:g} mm along every axis is needed")

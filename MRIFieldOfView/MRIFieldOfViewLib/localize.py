@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from SegTuneCore.errors import SegTuneError
-from SegTuneCore.geometry import Segment, Volume
+from SegTuneCore.geometry import Segment, Volume, check_3d_shape
 
 from .decision import DEFAULT_SMOOTHING_MM, Decision, decide
 from .regions import REGION_COLORS, REGION_INDEX, REGIONS
@@ -101,11 +101,9 @@ def localize(volume: Volume, model: LoadedModel, *, smoothing_mm: float = DEFAUL
 
     if smoothing_mm < 0 or not np.isfinite(smoothing_mm):
         raise SegTuneError(f"smoothing must be a finite width >= 0 mm, got {smoothing_mm}")
-    shape = np.shape(volume.array)
-    # read_volume's rule, for callers that bring an array (the MRML logic): the slices of a 2D
-    # image are lines. Not in axial_slices, which also prepares single training slices.
-    if len(shape) != 3 or min(shape) < 2:
-        raise SegTuneError(f"the volume is a {'x'.join(map(str, shape[::-1]))} image, expected a 3D volume")
+    # read_volume's rule, for callers that bring an array (the MRML logic). Not in axial_slices,
+    # which also prepares single training slices.
+    check_3d_shape("the volume", np.shape(volume.array)[::-1])
     report = progress or (lambda fraction, message: None)
     report(0.0, "preparing slices")
     stack = axial_slices(volume)

@@ -26,13 +26,13 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    from SegTuneCore.geometry import check_outputs, read_volume, write_segmentation
+    from SegTuneCore.geometry import check_outputs, check_segmentation_output_name, read_volume, write_segmentation
 
     from .localize import load_classifier, localize, region_labels, region_segments
 
     output = Path(args.output)
-    if args.segmentation and not args.segmentation.endswith(".seg.nrrd"):
-        raise SegTuneError(f"{args.segmentation}: a segmentation file must end with .seg.nrrd")
+    if args.segmentation:
+        check_segmentation_output_name(args.segmentation)
     check_outputs([output] + ([args.segmentation] if args.segmentation else []), [args.volume])
     reporter = ProgressReporter(args.progress)
     try:

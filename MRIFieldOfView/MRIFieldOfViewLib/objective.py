@@ -127,11 +127,8 @@ class ClassifierObjective:
         sets = self._data()
         device = select_device(context.device if context is not None else self.device_spec)
         seed = context.seed if context is not None else self.seed
-        resume = context.checkpoint_to_resume() if context is not None else None
-        initial_state, done = None, 0
-        if resume is not None:
-            initial_state, _ = load_model(resume, task=TASK, architecture=ARCHITECTURE)
-            done = int(context.resume_from)
+        resume, done = context.checkpoint_to_resume() if context is not None else (None, 0)
+        initial_state = load_model(resume, task=TASK, architecture=ARCHITECTURE)[0] if resume is not None else None
 
         def on_epoch(entry):
             if context is not None:

@@ -45,13 +45,14 @@ def parse_regions(text: str | None) -> list[str] | None:
 
 
 def run(args) -> int:
-    from SegTuneCore.geometry import check_outputs, write_volume
+    from SegTuneCore.geometry import check_outputs, check_volume_output_name, write_volume
 
     from .phantom import make_phantom
 
     if args.seed < 0:
         raise SegTuneError("--seed must be >= 0")
     check_max_matrix(args.max_matrix)
+    check_volume_output_name(args.output)
     check_outputs([args.output, args.truth])
     phantom = make_phantom(args.seed, regions=parse_regions(args.regions), protocol=args.protocol,
                            spine=args.spine, orientation=not args.canonical, max_matrix=args.max_matrix)

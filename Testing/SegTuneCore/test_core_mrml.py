@@ -119,6 +119,6 @@ def test_4d_and_multi_component_images_are_refused_not_loaded_in_part(slicer_run
     # the volumes logic loaded frame 0 of the first, and the second as a tensor volume
     sitk.WriteImage(sitk.GetImageFromArray(array, isVector=kind != "4D"), str(path))
     scene_nodes = slicer_runtime.mrmlScene.GetNumberOfNodes()
-    with pytest.raises(SegTuneError, match="expected a 3D volume" if kind == "4D" else "6 components per voxel"):
+    with pytest.raises(SegTuneError, match="a 4D image, expected 3D" if kind == "4D" else "6 components per voxel"):
         mrml.load_volume_node(path)
     assert slicer_runtime.mrmlScene.GetNumberOfNodes() == scene_nodes

@@ -35,7 +35,7 @@ from typing import Callable
 import numpy as np
 from scipy.optimize import minimize as scipy_minimize
 
-from .. import options as check
+from .. import checks
 from ..acquisition import ACQUISITIONS, log_acquisition, normalised_sample
 from ..failures import FailurePolicy
 from ..gp import GaussianProcess, RefitPolicy
@@ -75,28 +75,27 @@ class BOSampler(Sampler):
                  refit_fraction: float = 0.1, n_restarts: int = 3, max_fit_points: int = 400,
                  incremental: bool = True, polish_iterations: int = 30, polish_max_n: int = 500):
         super().__init__(space, seed)
-        batch = check.choice("batch strategy", batch, ("liar", "sample"))
-        liar = check.choice("liar", liar, LIARS)
-        acquisition = check.choice("acquisition", acquisition, ACQUISITIONS)
-        self.acquisition, self.xi, self.batch, self.liar = acquisition, check.number("xi", xi), batch, liar
-        self.n_initial = (check.integer("n_initial", n_initial, 0) if n_initial is not None
+        batch = checks.choice("batch strategy", batch, ("liar", "sample"))
+        liar = checks.choice("liar", liar, LIARS)
+        acquisition = checks.choice("acquisition", acquisition, ACQUISITIONS)
+        self.acquisition, self.xi, self.batch, self.liar = acquisition, checks.number("xi", xi), batch, liar
+        self.n_initial = (checks.integer("n_initial", n_initial, 0) if n_initial is not None
                           else min(self.space.dim + 1, 10))
         self.failures = FailurePolicy(failure_policy, penalty=penalty)
         if fits is not None and not callable(fits):
             raise ValueError(f"fits must be a function of the parameters, got {fits!r}")
         self.fits = fits
-        self.n_candidates = check.integer("n_candidates", n_candidates, 1)
-        self.n_local, self.n_refine = check.integer("n_local", n_local, 0), check.integer("n_refine", n_refine, 0)
-        self.polish_iterations = check.integer("polish_iterations", polish_iterations, 0)
-        self.polish_max_n = check.integer("polish_max_n", polish_max_n, 0)
-        max_enumerate = check.integer("max_enumerate", max_enumerate, 0)
+        self.n_candidates = checks.integer("n_candidates", n_candidates, 1)
+        self.n_local, self.n_refine = checks.integer("n_local", n_local, 0), checks.integer("n_refine", n_refine, 0)
+        self.polish_iterations = checks.integer("polish_iterations", polish_iterations, 0)
+        self.polish_max_n = checks.integer("polish_max_n", polish_max_n, 0)
         self._gp_options = dict(kernel=kernel, n_restarts=n_restarts, max_fit_points=max_fit_points, seed=seed,
                                 refit=RefitPolicy(every=refit_every, fraction=refit_fraction),
-                                incremental=check.boolean("incremental", incremental))
+                                incremental=checks.boolean("incremental", incremental))
         self.gp = GaussianProcess(**self._gp_options)
-        self._random = RandomSampler(self.space, seed, max_enumerate=max_enumerate)
+        self._random = RandomSampler(self.space, seed, max_enumerate=max_enumerate)  # checks max_enumerate
         self._finite = None
-        if self.space.is_finite and self.space.size <= max_enumerate:
+        if self.space.is_finite and self.space.size <= self._random.max_enumerate:
             configs = self.space.enumerate()
             self._finite = (configs, self.space.encode_many(configs), [self.space.key(c) for c in configs])
         self._encoded: list[np.ndarray] = []     # encoding of each told trial, in order

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import options as check
+from .. import checks
 from .base import Sampler
 
 
@@ -18,8 +18,8 @@ class GridSampler(Sampler):
 
     def __init__(self, space, seed: int = 0, *, grid_points: int = 5, shuffle: bool = True):
         super().__init__(space, seed)
-        self.grid = self.space.enumerate(float_points=check.integer("grid_points", grid_points, 1))
-        if check.boolean("shuffle", shuffle):
+        self.grid = self.space.enumerate(float_points=checks.integer("grid_points", grid_points, 1))
+        if checks.boolean("shuffle", shuffle):
             order = np.random.default_rng(self.seed).permutation(len(self.grid))
             self.grid = [self.grid[i] for i in order]
 

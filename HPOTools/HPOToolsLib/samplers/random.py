@@ -8,7 +8,7 @@ to draw from the untested ones directly; larger ones use rejection).
 
 from __future__ import annotations
 
-from .. import options as check
+from .. import checks
 from .base import Sampler
 
 
@@ -17,7 +17,7 @@ class RandomSampler(Sampler):
 
     def __init__(self, space, seed: int = 0, *, max_enumerate: int = 200_000):
         super().__init__(space, seed)
-        self.max_enumerate = check.integer("max_enumerate", max_enumerate, 0)
+        self.max_enumerate = checks.integer("max_enumerate", max_enumerate, 0)
         self._all = None
 
     def _propose(self, n):

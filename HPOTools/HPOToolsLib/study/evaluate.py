@@ -46,14 +46,14 @@ class TrialContext:
     def model_folder(self) -> Path:
         return self.folder / "model"
 
-    def checkpoint_to_resume(self) -> Path | None:
-        """The configuration's checkpoint (a model folder) to continue training from, when this
-        trial resumes one; None for a fresh start, or when the earlier trial never wrote it (a
-        crash): then train from scratch."""
+    def checkpoint_to_resume(self) -> tuple[Path | None, int]:
+        """(the configuration's checkpoint, a model folder, and the budget it was trained to) when
+        this trial continues one; (None, 0) for a fresh start, or when the earlier trial never
+        wrote it (a crash): then train from scratch."""
         folder = self.checkpoint_folder
         if self.resume_from and folder is not None and (folder / "model.json").is_file():
-            return folder
-        return None
+            return folder, int(self.resume_from)
+        return None, 0
 
     def report(self, step: float, value: float) -> None:
         """An intermediate value (validation loss after an epoch, at a rung)."""

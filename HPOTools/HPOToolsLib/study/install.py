@@ -4,8 +4,9 @@ The trial must be COMPLETE and have saved a model (``context.model_folder``); th
 ``SegTuneCore.models.verify_model``, be of the study's task, and still have the checksum recorded
 when the trial finished. The installed model.json carries the model's hyper-parameters with the
 trial's searched values over them, its metrics and value, and where it came from (study folder,
-trial, objective, method, seed; ``installed_from`` is the trial's model folder). The study is
-only read: it may be on a read-only mount (the install is then not recorded in its events).
+trial, objective, method, seed; ``installed_from`` is the trial's model folder). The model is
+read from the study, which may be on a read-only mount; the install is recorded in the study's
+events when the study is writable.
 """
 
 from __future__ import annotations

@@ -19,16 +19,21 @@ def counts(trials: list[StoredTrial]) -> dict:
             "pruned": by_state["pruned"], "total": len(trials), "by_state": by_state}
 
 
-def best_trial(trials: list[StoredTrial]) -> StoredTrial | None:
-    """Lowest value among complete trials; for multi-fidelity studies, at the largest budget reached."""
+def comparable(trials: list[StoredTrial]) -> list[StoredTrial]:
+    """The complete trials whose values compete for the best: in a multi-fidelity study only
+    those at the largest budget reached (a loss after 1 epoch is no rival for one after 27)."""
     done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    if not done:
-        return None
     budgets = [t.budget for t in done if t.budget is not None]
     if budgets:
         top = max(budgets)
         done = [t for t in done if t.budget == top]
-    return min(done, key=lambda t: (t.value, t.number))
+    return done
+
+
+def best_trial(trials: list[StoredTrial]) -> StoredTrial | None:
+    """Lowest value among the `comparable` trials."""
+    done = comparable(trials)
+    return min(done, key=lambda t: (t.value, t.number)) if done else None
 
 
 def runner_alive(runner: dict | None, workers: list[dict]) -> bool:

@@ -293,7 +293,7 @@ class StudyStore:
             raise StudyError(f"{folder}: not a study folder (no {DB_NAME})")
         check_database(folder / DB_NAME)
         store = cls(folder, read_only)
-        try:    # again on the writing connection: a WAL written meanwhile may have changed the schema
+        try:    # again on the store's own connection: a WAL written meanwhile may have changed the schema
             check_schema(store.connection(), store.path)
         except sqlite3.DatabaseError as exc:
             store.close()
