@@ -65,6 +65,7 @@ class HPOToolsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
+        self._folder = None
         self._tableNode = None
         self._chartNode = None
         self._timer = qt.QTimer()
@@ -101,13 +102,15 @@ class HPOToolsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def exit(self):
-        if self._parameterNode and self._parameterNodeGuiTag:
+        if self._parameterNode:  # the first tag is 0: test the node, not the tag
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
 
     def onSceneStartClose(self, caller, event):
         self._timer.stop()
         self._tableNode = self._chartNode = None
+        self.ui.statusLabel.setText("")
+        self.updateButtons(None)  # the study stays as it is; Attach shows it again
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
@@ -118,7 +121,7 @@ class HPOToolsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setParameterNode(self.logic.getParameterNode())
 
     def setParameterNode(self, inputParameterNode):
-        if self._parameterNode and self._parameterNodeGuiTag:
+        if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
@@ -127,6 +130,8 @@ class HPOToolsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # -- search set-up ---------------------------------------------------------------------
 
     def onTaskChanged(self, task):
+        if not task:  # binding the parameter node clears the combo box first
+            return
         with slicer.util.tryWithErrorDisplay("Could not read the default search space.", waitCursor=True):
             self.ui.spaceTextEdit.setPlainText(json.dumps(self.logic.defaultSpace(task), indent=2))
 
@@ -146,8 +151,10 @@ class HPOToolsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.attach(self._parameterNode.studyFolder)
 
     def attach(self, folder):
-        self._folder = pathlib.Path(folder)
-        self._tableNode = self._chartNode = None
+        folder = pathlib.Path(folder)
+        if folder != self._folder:  # attaching the same study again (resume) keeps its table and chart
+            self._tableNode = self._chartNode = None
+        self._folder = folder
         self.refresh()
         self.ui.trialsTableView.setMRMLTableNode(self._tableNode)
         slicer.modules.plots.logic().ShowChartInLayout(self._chartNode)

@@ -109,6 +109,7 @@ class KidneyUSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for job in (self._segmentJob, self._trainingJob):
             if job:
                 job[0].cancel()
+                shutil.rmtree(job[1], ignore_errors=True)
         self.timer.stop()
         self.removeObservers()
 
@@ -123,11 +124,15 @@ class KidneyUSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
 
     def onSceneStartClose(self, caller, event):
+        if self._segmentJob:  # its input is going away with the scene
+            self._segmentJob[0].cancel()
+            self.finishSegment("Cancelled: the scene was closed.")
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
         if self.parent.isEntered:
             self.initializeParameterNode()
+            self.refreshModels()
 
     def initializeParameterNode(self):
         self.setParameterNode(self.logic.getParameterNode())
@@ -181,17 +186,18 @@ class KidneyUSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not ensure_packages("KidneyUS"):
             return
         with slicer.util.tryWithErrorDisplay("Failed to start the segmentation.", waitCursor=True):
-            from SegTuneCore.process import PythonModuleProcess
+            from SegTuneCore.process import PythonModuleProcess, work_folder
 
             params = self._parameterNode
-            workdir = Path(tempfile.mkdtemp(prefix="KidneyUS-"))
-            inputPath = self.logic.write_input(params.inputVolume, workdir)
-            args = self.logic.segment_arguments(inputPath, workdir / "kidney.seg.nrrd", model=params.modelName or None,
-                                                method=None if params.method == "auto" else params.method,
-                                                device=params.device)
-            args += ["--threshold", str(params.threshold)] + ([] if params.largestComponent else ["--all-components"])
-            process = PythonModuleProcess("KidneyUSLib", args, on_event=self.onSegmentEvent,
-                                          env=child_environment(), python=child_python()).start()
+            with work_folder("KidneyUS-") as workdir:
+                inputPath = self.logic.write_input(params.inputVolume, workdir)
+                args = self.logic.segment_arguments(inputPath, workdir / "kidney.seg.nrrd",
+                                                    model=params.modelName or None,
+                                                    method=None if params.method == "auto" else params.method,
+                                                    device=params.device)
+                args += ["--threshold", str(params.threshold)] + ([] if params.largestComponent else ["--all-components"])
+                process = PythonModuleProcess("KidneyUSLib", args, on_event=self.onSegmentEvent,
+                                              env=child_environment(), python=child_python()).start()
             self._segmentJob = (process, workdir, params.inputVolume)
             self.ui.progressBar.value = 0
             self.ui.progressBar.visible = True
@@ -250,19 +256,19 @@ class KidneyUSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not ensure_packages("KidneyUS"):
             return
         with slicer.util.tryWithErrorDisplay("Failed to start the training.", waitCursor=True):
-            from SegTuneCore.process import PythonModuleProcess
+            from SegTuneCore.process import PythonModuleProcess, work_folder
 
             params = self._parameterNode
-            workdir = Path(tempfile.mkdtemp(prefix="KidneyUS-training-"))
-            args = ["train", "--method", params.trainingMethod, "--epochs", str(params.trainingEpochs),
-                    "--device", params.trainingDevice, "--output", str(workdir / "model"), "--progress", "json"]
-            if params.trainingMethod in ("unet", "template"):
-                args += populationArguments("--adults", params.trainingAdultsFolder, params.trainingAdults)
-            else:  # fine-tuning and transfer layers adapt the selected model to children (§3.3.3, §3.4)
-                args += ["--base", str(self.logic.resolve_base(params.modelName or None))]
-            args += populationArguments("--children", params.trainingChildrenFolder, params.trainingChildren)
-            process = PythonModuleProcess("KidneyUSLib", args, on_event=self.onTrainingEvent,
-                                          env=child_environment(), python=child_python()).start()
+            with work_folder("KidneyUS-training-") as workdir:
+                args = ["train", "--method", params.trainingMethod, "--epochs", str(params.trainingEpochs),
+                        "--device", params.trainingDevice, "--output", str(workdir / "model"), "--progress", "json"]
+                if params.trainingMethod in ("unet", "template"):
+                    args += populationArguments("--adults", params.trainingAdultsFolder, params.trainingAdults)
+                else:  # fine-tuning and transfer layers adapt the selected model to children (§3.3.3, §3.4)
+                    args += ["--base", str(self.logic.resolve_base(params.modelName or None))]
+                args += populationArguments("--children", params.trainingChildrenFolder, params.trainingChildren)
+                process = PythonModuleProcess("KidneyUSLib", args, on_event=self.onTrainingEvent,
+                                              env=child_environment(), python=child_python()).start()
             self._trainingJob = (process, workdir)
             self.ui.trainingProgressBar.value = 0
             self.ui.trainingProgressBar.visible = True

@@ -6,6 +6,7 @@ a QTimer, so the GUI never freezes and Cancel stops the whole process tree. torc
 imported by those children and by the Logic when it runs in-process.
 """
 
+import importlib.util
 import shutil
 import tempfile
 from pathlib import Path
@@ -96,6 +97,7 @@ class MRIFieldOfViewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for job in (self._localizeJob, self._trainingJob):
             if job:
                 job[0].cancel()
+                shutil.rmtree(job[1], ignore_errors=True)
         self.timer.stop()
         self.removeObservers()
 
@@ -112,11 +114,15 @@ class MRIFieldOfViewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneStartClose(self, caller, event):
         if self._localizeJob:  # its input is going away with the scene
             self.cancelLocalize("Cancelled: the scene was closed.")
+        self.lastNodes = None  # its nodes go with the scene; a new node may get a chart's old ID
+        self.ui.showPlotButton.enabled = False
+        self.ui.resultsTableView.setMRMLTableNode(None)
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
         if self.parent.isEntered:
             self.initializeParameterNode()
+            self.refreshModels()
 
     def initializeParameterNode(self):
         self.setParameterNode(self.logic.getParameterNode())
@@ -171,17 +177,17 @@ class MRIFieldOfViewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not ensure_packages("MRI Field of View"):
             return
         with slicer.util.tryWithErrorDisplay("Failed to start the localization.", waitCursor=True):
-            from SegTuneCore.process import PythonModuleProcess
+            from SegTuneCore.process import PythonModuleProcess, work_folder
 
             params = self._parameterNode
-            workdir = Path(tempfile.mkdtemp(prefix="MRIFieldOfView-"))
-            inputPath = self.logic.write_input(params.inputVolume, workdir)
-            args = ["localize", str(inputPath), "--output", str(workdir / "regions.json"), "--progress", "json",
-                    "--device", params.device, "--smoothing-mm", str(params.smoothingMm)]
-            if params.modelName:
-                args += ["--model", params.modelName]
-            process = PythonModuleProcess("MRIFieldOfViewLib", args, on_event=self.onLocalizeEvent,
-                                          env=child_environment(), python=child_python()).start()
+            with work_folder("MRIFieldOfView-") as workdir:
+                inputPath = self.logic.write_input(params.inputVolume, workdir)
+                args = ["localize", str(inputPath), "--output", str(workdir / "regions.json"), "--progress", "json",
+                        "--device", params.device, "--smoothing-mm", str(params.smoothingMm)]
+                if params.modelName:
+                    args += ["--model", params.modelName]
+                process = PythonModuleProcess("MRIFieldOfViewLib", args, on_event=self.onLocalizeEvent,
+                                              env=child_environment(), python=child_python()).start()
             self._localizeJob = (process, workdir, params.inputVolume)
             self.ui.progressBar.value = 0
             self.ui.progressBar.visible = True
@@ -250,15 +256,18 @@ class MRIFieldOfViewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not ensure_packages("MRI Field of View"):
             return
         with slicer.util.tryWithErrorDisplay("Failed to start the training.", waitCursor=True):
-            from SegTuneCore.process import PythonModuleProcess
+            from SegTuneCore.process import PythonModuleProcess, work_folder
 
             params = self._parameterNode
-            workdir = Path(tempfile.mkdtemp(prefix="MRIFieldOfView-training-"))
-            source = ["--data", str(params.trainingFolder)] if params.trainOnFolder else ["--phantoms", str(params.trainingPhantoms)]
-            args = ["train", *source, "--epochs", str(params.trainingEpochs), "--device", params.trainingDevice,
-                    "--output", str(workdir / "model"), "--progress", "json"]
-            process = PythonModuleProcess("MRIFieldOfViewLib", args, on_event=self.onTrainingEvent,
-                                          env=child_environment(), python=child_python()).start()
+            if params.trainOnFolder and str(params.trainingFolder) in ("", "."):  # "." is the unset path
+                raise ValueError("choose the folder of training volumes first")
+            with work_folder("MRIFieldOfView-training-") as workdir:
+                source = (["--data", str(params.trainingFolder)] if params.trainOnFolder
+                          else ["--phantoms", str(params.trainingPhantoms)])
+                args = ["train", *source, "--epochs", str(params.trainingEpochs), "--device", params.trainingDevice,
+                        "--output", str(workdir / "model"), "--progress", "json"]
+                process = PythonModuleProcess("MRIFieldOfViewLib", args, on_event=self.onTrainingEvent,
+                                              env=child_environment(), python=child_python()).start()
             self._trainingJob = (process, workdir)
             self.ui.trainingProgressBar.value = 0
             self.ui.trainingProgressBar.visible = True
@@ -321,6 +330,10 @@ class MRIFieldOfViewTest(ScriptedLoadableModuleTest):
         from MRIFieldOfViewLib import selftest
 
         with tempfile.TemporaryDirectory() as workdir:
+            if any(importlib.util.find_spec(name) is None for name in ("torch", "safetensors")):
+                # installed on first use (ensure_packages); every scenario runs the classifier here
+                self.delayDisplay("Skipped: torch and safetensors are not installed in Slicer's Python yet")
+                return
             for scenario in selftest.SCENARIOS:
                 self.delayDisplay(f"Scenario: {scenario.__name__}")
                 slicer.mrmlScene.Clear()

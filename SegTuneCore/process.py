@@ -185,6 +185,20 @@ def kill_process_tree(pid: int, timeout: float = 5.0) -> None:
     _terminate(processes + [p for p in _group_members(pid) if p not in processes], timeout)
 
 
+@contextlib.contextmanager
+def work_folder(prefix: str) -> Iterator[Path]:
+    """A new temporary folder for a child process's files, removed again if starting the child
+    fails; once it runs, the caller owns the folder and removes it when the child is done."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield folder
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
 def kill_process_group(pgid: int, timeout: float = 5.0) -> None:
     """Terminate what is left of a process group whose leader has ended (never the leader's pid
     itself, which the system may have given to another process by now)."""

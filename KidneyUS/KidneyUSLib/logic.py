@@ -108,6 +108,9 @@ class KidneyUSLogic:
 
         from SegTuneCore.mrml import ijk_to_ras_of
 
+        # a background run can finish after its input was deleted or the scene closed
+        if volume_node is None or not self.slicer.mrmlScene.IsNodePresent(volume_node):
+            raise SegTuneError("the input volume is no longer in the scene (deleted, or the scene was closed)")
         labels, segments = read_segmentation(segmentation_path)
         reference = self.slicer.util.arrayFromVolume(volume_node)
         if labels.array.shape != reference.shape:

@@ -131,6 +131,16 @@ def test_show_result_refuses_a_segmentation_of_the_same_shape_elsewhere_in_space
                                    node).sum() == label.array.sum()
 
 
+def test_show_result_refuses_a_volume_no_longer_in_the_scene(slicer_runtime, tmp_path):
+    volume, label = phantom("child", oblique=False)
+    node = node_from_volume(volume, "child")
+    write_segmentation(label, [segmentation.KIDNEY], tmp_path / "late.seg.nrrd")
+    slicer_runtime.mrmlScene.RemoveNode(node)  # deleted while the child process ran
+    with pytest.raises(SegTuneError, match="no longer in the scene"):
+        KidneyUSLogic().show_result(node, tmp_path / "late.seg.nrrd")
+    assert slicer_runtime.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
+
+
 @pytest.mark.parametrize("threshold", [0.0, 1.5, float("nan")])
 def test_logic_refuses_a_threshold_outside_0_1(slicer_runtime, threshold):
     volume, label = phantom("child", oblique=False)

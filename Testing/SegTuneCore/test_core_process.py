@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ import numpy as np
 import psutil
 import pytest
 
-from SegTuneCore.process import ProcessError, PythonModuleProcess, atomic_write
+from SegTuneCore.process import ProcessError, PythonModuleProcess, atomic_write, work_folder
 
 HERE = Path(__file__).resolve().parent
 
@@ -174,3 +175,15 @@ def test_cancel_after_the_child_finished_keeps_its_result():
     process.process.wait(timeout=30)
     process.cancel()
     assert not process.cancelled
+
+
+def test_work_folder_is_removed_only_when_starting_fails():
+    with pytest.raises(ProcessError):
+        with work_folder("segtune-test-") as failed:
+            (failed / "input.nrrd").write_text("x")
+            raise ProcessError("the child could not start")
+    assert not failed.exists()
+    with work_folder("segtune-test-") as started:
+        (started / "input.nrrd").write_text("x")
+    assert (started / "input.nrrd").is_file()  # the running child's; its owner removes it later
+    shutil.rmtree(started)

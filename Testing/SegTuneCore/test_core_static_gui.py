@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -141,8 +142,8 @@ def test_checks_catch_a_broken_ui(tmp_path):
 
 # --- CMake lists ----------------------------------------------------------------------------
 
-def cmake_listed_scripts(cmake_file: Path) -> set[str]:
-    """Files passed as SCRIPTS to slicerMacroBuildScriptedModule / ctkMacroCompilePythonScript."""
+def cmake_listed_scripts(cmake_file: Path, keyword: str = "SCRIPTS") -> set[str]:
+    """Files passed as SCRIPTS (or RESOURCES) to slicerMacroBuildScriptedModule / ctkMacroCompilePythonScript."""
     text = re.sub(r"#[^\n]*", "", cmake_file.read_text(encoding="utf-8"))
     variables: dict[str, list[str]] = {}
     for name, body in re.findall(r"\bset\s*\(\s*(\w+)\s+([^)]*)\)", text, flags=re.IGNORECASE):
@@ -161,8 +162,8 @@ def cmake_listed_scripts(cmake_file: Path) -> set[str]:
     listed: set[str] = set()
     for body in re.findall(r"\b(?:slicerMacroBuildScriptedModule|ctkMacroCompilePythonScript)\s*\(([^)]*)\)", text):
         tokens = body.replace('"', " ").split()
-        if "SCRIPTS" in tokens:
-            after = tokens[tokens.index("SCRIPTS") + 1:]
+        if keyword in tokens:
+            after = tokens[tokens.index(keyword) + 1:]
             ending = next((i for i, t in enumerate(after) if re.fullmatch(r"[A-Z_]+", t)), len(after))
             listed.update(expand(after[:ending]))
     return listed
@@ -179,6 +180,16 @@ def test_every_python_file_is_listed_in_cmake(folder):
     present = {p.relative_to(REPO / folder).as_posix() for p in python_files(REPO / folder)}
     assert not present - listed, f"{folder}/CMakeLists.txt does not list {sorted(present - listed)}"
     assert not listed - present, f"{folder}/CMakeLists.txt lists missing files {sorted(listed - present)}"
+
+
+@pytest.mark.parametrize("folder", EXISTING)
+def test_every_data_file_of_a_module_library_is_packaged(folder):
+    # the installed extension has only what CMake lists: a data file left out breaks a default path
+    tracked = subprocess.run(["git", "ls-files", folder], cwd=REPO, capture_output=True, text=True, check=True)
+    data = {Path(p).relative_to(folder).as_posix() for p in tracked.stdout.split()
+            if "/data/" in p and not p.endswith(".py")}
+    missing = data - cmake_listed_scripts(REPO / folder / "CMakeLists.txt", "RESOURCES")
+    assert not missing, f"{folder}/CMakeLists.txt does not package {sorted(missing)}"
 
 
 def test_top_level_cmake_adds_every_module():
