@@ -29,7 +29,9 @@ def configure(parser) -> None:
                         help="template model: folder, installed version or bundled name (default: untrained)")
     parser.add_argument("--unet", default=None, metavar="MODEL",
                         help="U-Net model: folder, installed version or bundled name (default: untrained)")
-    parser.add_argument("--width", type=int, default=16, help="width of the untrained networks")
+    parser.add_argument("--width", type=int, default=16,
+                        help="width of the untrained networks (an untrained U-Net beside --template takes the "
+                             "template's body width and depth instead: the same body on both sides)")
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--size", type=int, default=160, help="side of the native phantom for the segment row (0: skip)")
@@ -57,7 +59,9 @@ def _networks(args, device):
     if args.unet:
         unet_net, unet_meta = inference.load_network(resolve_model(args.unet, "unet"), device)
     else:
-        unet_net = unet.UNet3D(unet.UNetConfig(width=args.width))
+        body = template_net.config
+        unet_net = unet.UNet3D(unet.UNetConfig(width=body.width, levels=body.levels) if args.template
+                               else unet.UNetConfig(width=args.width))
         unet_meta = {"architecture": unet_net.config.to_dict()}
 
     def pair(bf16: bool):
@@ -88,8 +92,8 @@ def run(args) -> int:
 
     from .segmentation import segment_volume
 
-    if args.repeats < 1 or args.width < 1 or args.size < 0:
-        raise SegTuneError("--repeats and --width must be >= 1, --size >= 0")
+    if args.repeats < 1 or args.width < 1 or args.size < 0 or 0 < args.size < 8:
+        raise SegTuneError("--repeats and --width must be >= 1, --size 0 (no segment row) or >= 8")
     device = select_device(args.device)
     pair = _networks(args, device)
     precisions = [False] + ([True] if capabilities(device)["bf16"] else [])

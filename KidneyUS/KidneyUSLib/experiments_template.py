@@ -175,8 +175,10 @@ def run(args) -> int:
     unknown = sorted(set(methods) - set(METHODS))
     if unknown or not methods:
         raise SegTuneError(f"--methods: unknown {unknown or methods} (choose from {', '.join(METHODS)})")
-    if min(args.seeds, args.adults, args.children, args.test_adults, args.test_children, args.epochs) < 1:
-        raise SegTuneError("--seeds, --epochs and every phantom count must be >= 1")
+    if min(args.seeds, args.adults, args.children, args.test_adults, args.test_children, args.epochs, args.threads) < 1:
+        raise SegTuneError("--seeds, --epochs, --threads and every phantom count must be >= 1")
+    if not args.penalty >= 0 or not args.time_budget >= 0:
+        raise SegTuneError("--penalty and --time-budget must be >= 0 (a time budget of 0: none)")
     torch.set_num_threads(args.threads)
     device = select_device(args.device)
     output = Path(args.output)

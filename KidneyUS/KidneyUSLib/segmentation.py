@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage
 
 from SegTuneCore.errors import SegTuneError
 from SegTuneCore.geometry import Segment, Volume, check_3d_shape
@@ -131,6 +132,8 @@ def segment_volume(volume: Volume, segmenter, threshold: float = 0.5, largest_co
     report(0.7, "back to the input grid")
     start = time.perf_counter()
     labels = postprocess(probability, info, threshold=threshold, largest_component=largest_component)
+    if network_info:  # the template's report: its pieces as written, on the input's grid
+        network_info = {**network_info, "components": int(ndimage.label(labels)[1])}
     timings["postprocess"] = time.perf_counter() - start
     volume_ml = float(labels.sum() * np.prod(volume.spacing) / 1000.0)
     return SegmentationResult(labels, volume_ml, {k: round(v, 4) for k, v in timings.items()}, network_info)

@@ -35,7 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import transforms, unet
-from .templates import DEFAULT_LOCAL_WIDTH, GLOBAL_POOLING, LOCAL_BRANCHES
+from .templates import DEFAULT_LOCAL_WIDTH, GLOBAL_POOLING, KINDS, LOCAL_BRANCHES
 from .unet import ConvBlock
 from .unet_inference import InferenceUNet3D
 
@@ -70,8 +70,17 @@ class TemplateConfig:
     def __post_init__(self):
         if not (self.geometric or self.deformation):
             raise ValueError("a template network needs the geometric and/or the deformation branch")
-        if self.width < 1 or self.levels < 2 or not 0 <= self.field_level < self.levels or self.integration_steps < 0:
-            raise ValueError(f"invalid template network configuration {self}")
+        if self.width < 1 or self.levels < 2 or not 0 <= self.field_level < self.levels:
+            raise ValueError(f"width {self.width}, levels {self.levels} and field level {self.field_level} need "
+                             f"width >= 1, levels >= 2 and 0 <= field level < levels")
+        # a model.json is checksummed only through its weights: its numbers are checked here
+        if not 0.0 <= self.dropout < 1.0 or not math.isfinite(self.penalty) or self.penalty < 0:
+            raise ValueError(f"dropout {self.dropout} must lie in [0, 1) and penalty {self.penalty} be >= 0")
+        if not (math.isfinite(self.field_sigma) and self.field_sigma > 0) or self.integration_steps < 0:
+            raise ValueError(f"field sigma {self.field_sigma} must be > 0 and integration steps "
+                             f"{self.integration_steps} >= 0")
+        if self.template_kind not in KINDS:
+            raise ValueError(f"unknown template kind {self.template_kind!r} (use {' or '.join(KINDS)})")
         if self.global_pooling not in GLOBAL_POOLING:
             raise ValueError(f"unknown global pooling {self.global_pooling!r} (use {' or '.join(GLOBAL_POOLING)})")
         if self.global_loss < 0 or (self.global_loss > 0 and not self.geometric):
@@ -302,8 +311,10 @@ class LocalBranch(nn.Module):
     v (3x3x3 conv, 3 filters; or a FieldNet of `width` channels that also takes the placed
     template) -> 3x3x3 mean filter -> [exp(v) by scaling and squaring, on the coarse grid, when
     `steps` > 0] -> trilinear upsampling -> Gaussian K_σ. With steps = 0 this is the thesis'
-    plain displacement field; integrating a velocity keeps L invertible (no folds) however large
-    the field, the guarantee the plain field lacks (see docs/KidneyUS-template.md).
+    plain displacement field; integrating a velocity keeps L invertible in the continuous limit,
+    the guarantee the plain field lacks. With a few steps on the coarse grid, very large velocities
+    can still fold a little: `segment` measures and reports the folded fraction
+    (docs/KidneyUS-template.md).
     """
 
     def __init__(self, in_channels: int, shape: Sequence[int], coarse_shape: Sequence[int], sigma: float,
@@ -506,8 +517,8 @@ class TemplateNet(nn.Module):
 class TemplateSegmenter:
     """cube (the network frame, any multiple of the template's shape) -> (probability cube, info).
 
-    info: folded_fraction (share of voxels where det ∂ψ/∂p <= 0), min_jacobian, components (of
-    the probability >= 0.5 mask), the 9 global parameters by name, the template kind.
+    info: folded_fraction (share of voxels where det ∂ψ/∂p <= 0), min_jacobian, the 9 global
+    parameters by name, the template kind (`segment_volume` adds the components of the output).
     """
 
     def __init__(self, network: TemplateNet, meta: dict, device: torch.device,
@@ -530,7 +541,6 @@ class TemplateSegmenter:
 
     def __call__(self, cube) -> tuple["np.ndarray", dict]:
         import numpy as np
-        from scipy import ndimage
 
         from SegTuneCore.errors import SegTuneError
 
@@ -561,7 +571,6 @@ class TemplateSegmenter:
         info = {
             "folded_fraction": float((det <= 0).float().mean()),
             "min_jacobian": float(det.min()),
-            "components": int(ndimage.label(probability >= 0.5)[1]),
             "parameters": dict(zip(PARAMETER_NAMES, (round(v, 6) for v in deformation.parameters[0].tolist()))),
             "template": self.network.config.template_kind,
         }

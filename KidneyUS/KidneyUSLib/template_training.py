@@ -26,6 +26,7 @@ import torch
 from SegTuneCore.errors import SegTuneError
 
 from . import templates, training, transforms, unet
+from .preprocessing import CUBE_SIZE
 from .template_net import ARCHITECTURE, TemplateConfig, TemplateNet, folded_fraction
 
 # Table 4.1 (normal distributions). Noise: 5 grey levels of 255 in our normalised intensities;
@@ -295,8 +296,7 @@ def train_from_args(args) -> int:
 
     from .train_cli import load_sets
 
-    if args.adults is None and args.children is None:
-        raise SegTuneError("give --adults and/or --children (a folder or a phantom count)")
+    # the options all methods share are checked by train_cli._check_arguments
     unused = [option for option, value in (("--base", args.base), ("--crop", args.crop)) if value]
     if unused:
         raise SegTuneError(f"{', '.join(unused)} do not apply to --method template (it trains on whole cubes)")
@@ -306,16 +306,12 @@ def train_from_args(args) -> int:
         raise SegTuneError("--freeze-body needs --init (the U-Net whose body is kept)")
     if args.init and args.downsample != 1:
         raise SegTuneError("--init needs --downsample 1: the U-Net's body was trained on 4 mm cubes")
-    if not 0.0 <= args.native_fraction <= 1.0:
-        raise SegTuneError("--native-fraction must lie in [0, 1]")
     if args.global_loss < 0 or (args.global_loss > 0 and args.no_geometric):
         raise SegTuneError("--global-loss must be >= 0 and needs the geometric branch (no --no-geometric)")
     if args.local_width < 1:
         raise SegTuneError("--local-width must be >= 1")
     if args.no_geometric and args.no_deformation:
         raise SegTuneError("--no-geometric and --no-deformation leave nothing to predict")
-    if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0:
-        raise SegTuneError("--epochs and --batch-size must be >= 1 and --lr > 0")
     device = select_device(args.device)
     reporter = ProgressReporter(args.progress)
     body_init, width, levels, dropout, extra, resumed = None, args.width, args.levels, args.dropout, {}, None
@@ -325,11 +321,23 @@ def train_from_args(args) -> int:
         if body_init.whole:  # its architecture and template; the loss weights are this run's
             resumed = dataclasses.replace(TemplateConfig.from_dict(architecture), penalty=args.penalty,
                                           global_loss=args.global_loss)
-    factor = args.downsample
+    factor, kind = args.downsample, args.template
+    size = (CUBE_SIZE // factor,) * 3  # every data source is pre-processed into this cube
+    if resumed is not None and size != resumed.template_shape:
+        raise SegTuneError(f"--init {args.init}: the model takes {resumed.template_shape} cubes, --downsample "
+                           f"{factor} gives {size}")
+    try:
+        config = resumed or TemplateConfig(width=width, levels=levels, dropout=dropout,
+                                geometric=not args.no_geometric, deformation=not args.no_deformation,
+                                field_level=args.field_level, penalty=args.penalty, global_pooling=args.global_pooling,
+                                local_branch=args.local_branch, local_width=args.local_width,
+                                global_loss=args.global_loss, probability_input=args.probability_input,
+                                template_shape=size, template_kind=kind)
+    except ValueError as exc:
+        raise SegTuneError(str(exc)) from None
     reporter.log("preparing data")
     adults, adults_test = load_sets(args.adults, "adult", args)
     children, children_test = load_sets(args.children, "child", args)
-    kind = args.template
     excluded = None
     if kind == "mask":
         spec, source = (args.adults, adults) if adults is not None else (args.children, children)
@@ -339,18 +347,9 @@ def train_from_args(args) -> int:
     test_sets = [s.downsampled(factor) for s in (adults_test, children_test) if s is not None]
     if excluded is not None:
         excluded = downsample_label(excluded, factor)
-    size = train_sets[0].images.shape[1:]
-    if resumed is not None and tuple(size) != resumed.template_shape:
-        raise SegTuneError(f"--init {args.init}: the model takes {resumed.template_shape} cubes, the data is {tuple(size)}")
-    try:
-        config = resumed or TemplateConfig(width=width, levels=levels, dropout=dropout,
-                                geometric=not args.no_geometric, deformation=not args.no_deformation,
-                                field_level=args.field_level, penalty=args.penalty, global_pooling=args.global_pooling,
-                                local_branch=args.local_branch, local_width=args.local_width,
-                                global_loss=args.global_loss, probability_input=args.probability_input,
-                                template_shape=tuple(int(n) for n in size), template_kind=kind)
-    except ValueError as exc:
-        raise SegTuneError(str(exc)) from None
+    if tuple(train_sets[0].images.shape[1:]) != config.template_shape:
+        raise SegTuneError(f"the training cubes are {train_sets[0].images.shape[1:]}, the network takes "
+                           f"{config.template_shape}")
     settings = TemplateTrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, augment=args.augment,
                                      oversample=not args.no_oversample, seed=args.seed, time_budget_s=args.time_budget,
                                      bf16=None if args.precision == "auto" else args.precision == "bf16",

@@ -96,9 +96,9 @@ def _check_arguments(args) -> None:
     for option, spec in (("--adults", args.adults), ("--children", args.children)):
         if spec is not None and spec.isdigit() and int(spec) < 1:
             raise SegTuneError(f"{option} {spec}: give a folder or a phantom count >= 1")
-    if args.method != "unet" and not args.base:
+    if args.method in ("finetune", "transfer") and not args.base:
         raise SegTuneError(f"--method {args.method} needs --base (the trained adult model)")
-    if args.method != "unet" and args.children is None:
+    if args.method in ("finetune", "transfer") and args.children is None:
         raise SegTuneError(f"--method {args.method} trains on children: give --children")
     if not 0.0 <= args.native_fraction <= 1.0:
         raise SegTuneError("--native-fraction must lie in [0, 1]")
@@ -128,11 +128,11 @@ def run(args) -> int:
 
     from . import inference, training, transfer, unet
 
+    _check_arguments(args)
     if args.method == "template":  # thesis §4: its own trainer, same options
         from .template_training import train_from_args
 
         return train_from_args(args)
-    _check_arguments(args)
     for spec in (args.adults, args.children):
         if spec is not None and not spec.isdigit():
             training.find_pairs(spec)  # every file's header, before minutes of work

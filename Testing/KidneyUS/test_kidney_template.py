@@ -386,10 +386,11 @@ def test_train_save_load_round_trip_through_the_model_store(phantoms, kidney, tm
     with torch.inference_mode():
         expected = network.eval()(torch.from_numpy(cube)[None, None])[0, 0].numpy()
     np.testing.assert_allclose(probability, expected, rtol=0, atol=1e-5)  # the body's inference form
-    assert info["components"] == 1 and info["folded_fraction"] == 0.0 and set(info["parameters"]) == set(tn.PARAMETER_NAMES)
+    assert ndimage.label(probability >= 0.5)[1] == 1 and info["folded_fraction"] == 0.0
+    assert set(info["parameters"]) == set(tn.PARAMETER_NAMES)
     # bf16 convolutions + channels_last_3d (the CPU default where supported): the warp stays fp32
-    fast, fast_info = tn.load_template_segmenter(entry, "cpu", bf16=True, channels_last=True)(cube)
-    assert fast.dtype == np.float32 and dice(fast >= 0.5, probability >= 0.5) > 0.95 and fast_info["components"] == 1
+    fast, _ = tn.load_template_segmenter(entry, "cpu", bf16=True, channels_last=True)(cube)
+    assert fast.dtype == np.float32 and dice(fast >= 0.5, probability >= 0.5) > 0.95 and ndimage.label(fast >= 0.5)[1] == 1
     # an 80^3 cube (the pipeline's) is averaged onto the 40^3 model and the output comes back at 80^3
     big, _ = segmenter(np.repeat(np.repeat(np.repeat(cube, 2, 0), 2, 1), 2, 2))
     assert big.shape == (80, 80, 80) and dice(big[::2, ::2, ::2] >= 0.5, probability >= 0.5) > 0.95
@@ -413,6 +414,15 @@ def test_train_save_load_round_trip_through_the_model_store(phantoms, kidney, tm
     assert resolve_model(None, "unet", both).version == "unet-default"
     with pytest.raises(SegTuneError, match="not a 'template' one"):
         resolve_model("unet-default", "template", both)
+    # bench-template's untrained U-Net beside this model has the model's body, whatever --width says
+    import argparse
+
+    from KidneyUSLib import bench_template
+
+    pair = bench_template._networks(argparse.Namespace(template=str(tmp_path / "model"), unet=None, width=7),
+                                    torch.device("cpu"))
+    unet_side, template_side = pair(False)
+    assert (unet_side.meta["architecture"]["width"], unet_side.meta["architecture"]["levels"]) == (2, config.levels)
     # a U-Net model is refused by the template loader; a tampered one by the store
     weights = tmp_path / "model" / "weights.safetensors"
     weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
@@ -462,8 +472,8 @@ def test_train_command_options_train_a_template_model(tmp_path, capsys):
     assert isinstance(segmenter.network.local_branch.field_conv, tn.FieldNet)
     trained = segmenter.network.local_branch.field_conv.out.weight
     assert trained.abs().max() > 0  # the field's last convolution left zero: it trained
-    _, info = segmenter(np.zeros((40, 40, 40), np.float32))
-    assert info["components"] == 1 and info["folded_fraction"] == 0.0
+    probability, info = segmenter(np.zeros((40, 40, 40), np.float32))
+    assert ndimage.label(probability >= 0.5)[1] == 1 and info["folded_fraction"] == 0.0
 
 
 def test_init_with_a_template_model_continues_training_it(tmp_path, capsys):
@@ -795,3 +805,20 @@ def test_experiment_template_trains_each_row_and_writes_the_table_and_figure(tmp
     assert results["fig_4_4"]["adult_mean"] and len(results["fig_4_4"]["adult_mean"]) == 9
     with pytest.raises(SegTuneError, match="unknown"):
         experiments_template.run(parser.parse_args(["--methods", "voxelmorph", "--output", str(tmp_path / "x")]))
+
+
+@pytest.mark.parametrize("largest_component", [False, True])
+def test_the_reported_components_are_those_of_the_written_output(largest_component):
+    from KidneyUSLib.segmentation import segment_volume
+    from KidneyUSLib.selftest import phantom as native_phantom
+
+    volume, _ = native_phantom("adult", oblique=False)
+
+    def two_pieces(cube):  # a template segmenter's answer that a cut field of view splits in two
+        probability = np.zeros(cube.shape, np.float32)
+        probability[30:40, 30:40, 20:30] = 1.0
+        probability[30:40, 30:40, 50:60] = 1.0
+        return probability, {"folded_fraction": 0.0}
+
+    result = segment_volume(volume, two_pieces, largest_component=largest_component)
+    assert result.network["components"] == ndimage.label(result.labels)[1] == (1 if largest_component else 2)

@@ -143,6 +143,10 @@ def test_train_cli_trains_and_saves_a_model_on_phantoms(tmp_path):
      "invalid layers 'last:99'"),
     (["--method", "transfer", "--base", "unet-default", "--children", "2", "--transfer-layers", "geometrc",
       "--output", "X"], "--transfer-layers: unknown ['geometrc']"),
+    (["--method", "template", "--adults", "0", "--output", "X"], "--adults 0: give a folder or a phantom count >= 1"),
+    (["--method", "template", "--adults", "2", "--penalty", "-1", "--output", "X"], "penalty -1.0 be >= 0"),
+    (["--method", "template", "--adults", "2", "--field-level", "7", "--output", "X"], "0 <= field level < levels"),
+    (["--method", "template", "--adults", "2", "--time-budget", "-5", "--output", "X"], "--time-budget > 0"),
 ])
 def test_train_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
     cache = tmp_path / "phantom-cache"
