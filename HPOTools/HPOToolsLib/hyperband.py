@@ -62,11 +62,18 @@ from .space import Space
 from .trials import Trial, TrialState, finished_outcome
 
 
+MAX_BRACKET_CONFIGURATIONS = 100_000
+
+
 def bracket_schedule(max_budget: float, eta: float = 3) -> list[list[tuple[int, float]]]:
     """[(nᵢ, rᵢ) for each rung] for s = s_max … 0 (Li et al., Algorithm 1)."""
     checks.number("eta", eta, 1.0, above=True)
     checks.number("max_budget (R)", max_budget, 1.0)
     s_max = int(math.floor(math.log(max_budget) / math.log(eta) + 1e-9))
+    if eta ** s_max > MAX_BRACKET_CONFIGURATIONS:  # the first bracket samples that many at once
+        raise ValueError(f"max_budget (R) {max_budget:g} with eta {eta:g} gives a first bracket of "
+                         f"{eta ** s_max:,.0f} configurations (at most {MAX_BRACKET_CONFIGURATIONS:,}); measure "
+                         f"the budget in larger units or raise eta")
     total = (s_max + 1) * max_budget
     schedule = []
     for s in range(s_max, -1, -1):

@@ -20,6 +20,10 @@ def test_bracket_schedule_r27_eta3_is_li_et_al_table():
     assert [rungs[0] for rungs in bracket_schedule(81, 3)] == [(81, 1), (34, 3), (15, 9), (8, 27), (5, 81)]
     with pytest.raises(ValueError, match="eta"):
         bracket_schedule(27, 1)
+    # a budget in tiny units would sample millions of configurations before the first job
+    assert bracket_schedule(3 ** 10, 3)[0][0][0] == 3 ** 10
+    with pytest.raises(ValueError, match=r"first bracket of 4,782,969 configurations \(at most 100,000\)"):
+        bracket_schedule(1e7, 3)
 
 
 def run_to_end(scheduler, objective):
