@@ -125,8 +125,7 @@ class KidneyUSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event):
         if self._segmentJob:  # its input is going away with the scene
-            self._segmentJob[0].cancel()
-            self.finishSegment("Cancelled: the scene was closed.")
+            self.cancelSegment("Cancelled: the scene was closed.")
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
@@ -180,8 +179,7 @@ class KidneyUSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onApplyButton(self):
         if self._segmentJob:
-            self._segmentJob[0].cancel()
-            self.finishSegment("Cancelled.")
+            self.cancelSegment("Cancelled.")
             return
         if not ensure_packages("KidneyUS"):
             return
@@ -209,6 +207,10 @@ class KidneyUSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if event["event"] == "progress":
             self.ui.progressBar.value = int(100 * event.get("fraction", 0.0))
             self.ui.statusLabel.text = event.get("message", "")
+
+    def cancelSegment(self, message):
+        self._segmentJob[0].cancel()
+        self.finishSegment(message)
 
     def finishSegment(self, message):
         _, workdir, _ = self._segmentJob

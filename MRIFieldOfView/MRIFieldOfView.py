@@ -329,11 +329,11 @@ class MRIFieldOfViewTest(ScriptedLoadableModuleTest):
     def test_scenarios(self):
         from MRIFieldOfViewLib import selftest
 
+        if any(importlib.util.find_spec(name) is None for name in ("torch", "safetensors")):
+            # installed on first use (ensure_packages); every scenario runs the classifier here
+            self.delayDisplay("Skipped: torch and safetensors are not installed in Slicer's Python yet")
+            return
         with tempfile.TemporaryDirectory() as workdir:
-            if any(importlib.util.find_spec(name) is None for name in ("torch", "safetensors")):
-                # installed on first use (ensure_packages); every scenario runs the classifier here
-                self.delayDisplay("Skipped: torch and safetensors are not installed in Slicer's Python yet")
-                return
             for scenario in selftest.SCENARIOS:
                 self.delayDisplay(f"Scenario: {scenario.__name__}")
                 slicer.mrmlScene.Clear()

@@ -83,6 +83,13 @@ def _reason(lines: list[str]) -> str:
 
 # --- volumes --------------------------------------------------------------------------------
 
+def require_input_in_scene(volume_node) -> None:
+    """A background run can finish after its input was deleted or the scene closed: its result
+    nodes would land, orphaned, in whatever scene is open now."""
+    if volume_node is None or not _slicer().mrmlScene.IsNodePresent(volume_node):
+        raise SegTuneError("the input volume is no longer in the scene (deleted, or the scene was closed)")
+
+
 def ijk_to_ras_of(node) -> np.ndarray:
     """The volume node's 4x4 IJK-to-RAS (its own grid, parent transforms not applied)."""
     import vtk

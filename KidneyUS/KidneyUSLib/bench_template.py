@@ -58,10 +58,9 @@ def _networks(args, device):
         template_meta = {"architecture": template_net.architecture()}
     if args.unet:
         unet_net, unet_meta = inference.load_network(resolve_model(args.unet, "unet"), device)
-    else:
+    else:  # beside a template model, the same body on both sides
         body = template_net.config
-        unet_net = unet.UNet3D(unet.UNetConfig(width=body.width, levels=body.levels) if args.template
-                               else unet.UNetConfig(width=args.width))
+        unet_net = unet.UNet3D(unet.UNetConfig(width=body.width, levels=body.levels))
         unet_meta = {"architecture": unet_net.config.to_dict()}
 
     def pair(bf16: bool):

@@ -106,11 +106,9 @@ class KidneyUSLogic:
         from SegTuneCore.errors import SegTuneError
         from SegTuneCore.geometry import read_segmentation
 
-        from SegTuneCore.mrml import ijk_to_ras_of
+        from SegTuneCore.mrml import ijk_to_ras_of, require_input_in_scene
 
-        # a background run can finish after its input was deleted or the scene closed
-        if volume_node is None or not self.slicer.mrmlScene.IsNodePresent(volume_node):
-            raise SegTuneError("the input volume is no longer in the scene (deleted, or the scene was closed)")
+        require_input_in_scene(volume_node)
         labels, segments = read_segmentation(segmentation_path)
         reference = self.slicer.util.arrayFromVolume(volume_node)
         if labels.array.shape != reference.shape:

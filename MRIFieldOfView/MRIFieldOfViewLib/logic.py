@@ -92,13 +92,9 @@ class FieldOfViewLogic:
 
     def show_result(self, volume_node, document: dict) -> LocalizationNodes:
         """Segmentation, tables and chart for a regions document, next to the input node."""
-        from SegTuneCore.errors import SegTuneError
-        from SegTuneCore.mrml import place_next_to
+        from SegTuneCore.mrml import place_next_to, require_input_in_scene
 
-        # A background run can finish after its input was deleted or the scene closed: its
-        # nodes would land, orphaned, in whatever scene is open now.
-        if volume_node is None or not self.slicer.mrmlScene.IsNodePresent(volume_node):
-            raise SegTuneError("the input volume is no longer in the scene (deleted, or the scene was closed)")
+        require_input_in_scene(volume_node)
         name = volume_node.GetName()
         nodes = LocalizationNodes(
             segmentation=self._segmentation(volume_node, document, f"{name} regions"),
