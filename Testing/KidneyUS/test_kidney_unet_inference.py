@@ -160,3 +160,5 @@ def test_bench_forward_times_the_inference_form_against_the_fp32_baseline():
     assert fast["max_abs_diff_vs_fp32"] < 1e-5 and fast["speedup_vs_fp32"] > 0
     assert round(fast["gflop"] * 1e9) == _expected_flops(2)
     assert rows["inference form, bf16 + channels_last_3d"]["max_abs_diff_vs_fp32"] < 0.05
+    weights = rows["inference form, bf16 weights + channels_last_3d"]  # counted and run in bf16
+    assert weights["max_abs_diff_vs_fp32"] < 0.05 and weights["gflop"] == fast["gflop"]
