@@ -245,8 +245,9 @@ class KidneyUSWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         template = result.get("template")
         folding = (f" Folded voxels {100 * template['folded_fraction']:.3f} %, {template['components']} component(s)."
                    if template else "")
+        warnings = "".join(f" Warning: {warning}." for warning in result.get("warnings", []))
         self.finishSegment(f"Kidney: {result['volume_ml']:.1f} mL ({result['model']['version']}, "
-                           f"{result['device']['device']}, {result['timings_s']['total']:.1f} s).{folding}")
+                           f"{result['device']['device']}, {result['timings_s']['total']:.1f} s).{folding}{warnings}")
 
     # --- training in a child process ------------------------------------------------------------
 

@@ -39,6 +39,8 @@ class KidneyUSLogic:
 
         self.slicer = slicer
         self._segmenters: dict = {}
+        self.last_network_info: dict = {}
+        self.last_warnings: list[str] = []
 
     # --- the computation ------------------------------------------------------------------------
 
@@ -64,6 +66,7 @@ class KidneyUSLogic:
         segmenter = segmenter or self.load_segmenter(model, method, device)
         result = segment_volume(volume, segmenter, threshold, largest_component, progress=progress)
         self.last_network_info = result.network  # template: folded-voxel fraction, components, G
+        self.last_warnings = result.warnings  # an empty output, a template its own U-Net does not bear out
         return self.show_labels(volume_node, result.labels, output_node)
 
     @staticmethod

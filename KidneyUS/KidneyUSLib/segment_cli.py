@@ -73,8 +73,11 @@ def run(args) -> int:
         "timings_s": {"read": round(read_s, 4), "load_model": round(load_s, 4), **result.timings_s,
                       "write": round(write_s, 4), "total": round(time.perf_counter() - started, 4)},
     }
-    if result.network:  # template: folded_fraction, min_jacobian, components, parameters, template
+    if result.network:  # template: folded_fraction, min_jacobian, components, parameters, template, unet_dice
         summary["template"] = result.network
+    summary["warnings"] = result.warnings
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.progress == "json":
         reporter.result(summary)
     elif args.json:

@@ -103,6 +103,23 @@ class SegmentationResult:
     volume_ml: float
     timings_s: dict = field(default_factory=dict)
     network: dict = field(default_factory=dict)  # what the segmenter reports, e.g. the template's folded_fraction
+    warnings: list[str] = field(default_factory=list)  # what a reader of the result must check
+
+
+# Below this Dice between a template model's output and its own U-Net, the kidney it drew is
+# mostly the template's prior: the image may show no kidney, or only part of one.
+MIN_UNET_AGREEMENT = 0.5
+
+
+def result_warnings(labels: np.ndarray, network_info: dict) -> list[str]:
+    warnings = []
+    if not labels.any():
+        warnings.append("no kidney found: the segmentation is empty (is there a kidney in the image?)")
+    agreement = network_info.get("unet_dice")
+    if agreement is not None and agreement < MIN_UNET_AGREEMENT:
+        warnings.append(f"the template's kidney and the model's own U-Net agree poorly (Dice {agreement:.2f} < "
+                        f"{MIN_UNET_AGREEMENT}): the image may show no kidney, or only part of one; check the result")
+    return warnings
 
 
 def check_threshold(threshold: float) -> None:
@@ -136,7 +153,8 @@ def segment_volume(volume: Volume, segmenter, threshold: float = 0.5, largest_co
         network_info = {**network_info, "components": int(ndimage.label(labels)[1])}
     timings["postprocess"] = time.perf_counter() - start
     volume_ml = float(labels.sum() * np.prod(volume.spacing) / 1000.0)
-    return SegmentationResult(labels, volume_ml, {k: round(v, 4) for k, v in timings.items()}, network_info)
+    return SegmentationResult(labels, volume_ml, {k: round(v, 4) for k, v in timings.items()}, network_info,
+                              result_warnings(labels, network_info))
 
 
 def load_segmenter(entry, device: str = "auto"):

@@ -518,7 +518,9 @@ class TemplateSegmenter:
     """cube (the network frame, any multiple of the template's shape) -> (probability cube, info).
 
     info: folded_fraction (share of voxels where det ∂ψ/∂p <= 0), min_jacobian, the 9 global
-    parameters by name, the template kind (`segment_volume` adds the components of the output).
+    parameters by name, the template kind, and with `probability_input` unet_dice: the Dice of the
+    warped template against the body's own U-Net output, both at 0.5 (`segment_volume` adds the
+    components of the output and warns when unet_dice is low).
     """
 
     def __init__(self, network: TemplateNet, meta: dict, device: torch.device,
@@ -561,9 +563,12 @@ class TemplateSegmenter:
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last_3d)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                deformation = self.network.deform_features(*self.body(x))
+                body_outputs = self.body(x)
+                deformation = self.network.deform_features(*body_outputs)
             det = jacobian_determinant(deformation.grid)
             probabilities = deformation.probabilities
+            # a template always yields a kidney; the U-Net inside says whether the image shows one
+            agreement = mask_dice(probabilities, body_outputs[2]) if len(body_outputs) == 3 else None
             if factor > 1:
                 probabilities = F.interpolate(probabilities, size=cube.shape, mode="trilinear",
                                               align_corners=transforms.ALIGN_CORNERS)
@@ -574,7 +579,16 @@ class TemplateSegmenter:
             "parameters": dict(zip(PARAMETER_NAMES, (round(v, 6) for v in deformation.parameters[0].tolist()))),
             "template": self.network.config.template_kind,
         }
+        if agreement is not None:
+            info["unet_dice"] = round(agreement, 4)
         return probability, info
+
+
+def mask_dice(a: torch.Tensor, b: torch.Tensor, threshold: float = 0.5) -> float:
+    """Dice of two probability maps thresholded at `threshold`; 1.0 when both are empty."""
+    a, b = a > threshold, b > threshold
+    total = int(a.sum()) + int(b.sum())
+    return 2.0 * int((a & b).sum()) / total if total else 1.0
 
 
 def load_template_segmenter(entry_or_folder, device: torch.device | str = "auto", **precision) -> TemplateSegmenter:

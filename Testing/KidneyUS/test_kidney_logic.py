@@ -81,11 +81,13 @@ def test_the_result_of_another_volume_is_never_overwritten(slicer_runtime):
     first_node, second_node = node_from_volume(volume, "first"), node_from_volume(volume, "second")
     logic = KidneyUSLogic()
     first = logic.segment(first_node, segmenter=TruthSegmenter(label))
+    assert logic.last_warnings == []
     kept = check_segmentation_node(slicer_runtime, first, first_node).copy()
     second = logic.segment(second_node, segmenter=TruthSegmenter(label.with_array(np.zeros_like(label.array))),
                            output_node=first)  # the module still has the first result selected
     assert second is not first and second.GetName() == "second kidney"
     assert np.array_equal(check_segmentation_node(slicer_runtime, first, first_node), kept) and kept.any()
+    assert len(logic.last_warnings) == 1 and "no kidney found" in logic.last_warnings[0]  # the second, empty
     assert slicer_runtime.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 2
 
 

@@ -677,6 +677,44 @@ def test_template_segmenter_in_the_segmentation_pipeline_returns_the_label_on_th
     assert infos[0]["folded_fraction"] == 0.0 and infos[0]["min_jacobian"] == pytest.approx(1.0)
 
 
+def test_template_segmenter_reports_whether_its_own_unet_bears_the_kidney_out():
+    """With probability_input, unet_dice is the Dice of the warped template against the body's
+    U-Net output (recomputed here with numpy from the trained form); a U-Net that sees no kidney
+    gives 0 and a warning, one that sees kidney everywhere 2|T| / (|T| + N)."""
+    from KidneyUSLib import unet
+    from KidneyUSLib.phantom import generate_phantom, generate_training_pair
+    from KidneyUSLib.segmentation import segment_volume
+
+    template = templates.mask_template(generate_training_pair("adult", 0)[1])
+    config = tn.TemplateConfig(width=2, global_width=4, dropout=0.0, probability_input=True)
+    net = tn.TemplateNet(config, torch.from_numpy(template)).eval()
+    torch.manual_seed(0)
+    net.load_body_from_unet(unet.UNet3D(unet.UNetConfig(width=2, levels=config.levels, dropout=0.0)).state_dict())
+    cube = np.random.default_rng(0).normal(size=config.template_shape).astype(np.float32)
+
+    def numpy_dice(a, b):
+        return 2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+
+    x = torch.from_numpy(cube)[None, None]
+    with torch.no_grad():  # the U-Net's bias moved so that it sees kidney in about half the cube
+        net.body.head.bias -= torch.logit(net.body(x)[2]).median()
+        outputs = net.body(x)
+        warped = net.deform_features(*outputs).probabilities[0, 0].numpy() > 0.5
+    seen = outputs[2][0, 0].numpy() > 0.5
+    assert 0 < seen.sum() < seen.size
+    segmenter = tn.TemplateSegmenter(net, {"architecture": net.architecture()}, torch.device("cpu"), False, False)
+    assert segmenter(cube)[1]["unet_dice"] == pytest.approx(numpy_dice(warped, seen), abs=2e-3)
+
+    volume, _ = generate_phantom("adult", 0, size=(100, 100, 100))
+    for bias, expected in ((-30.0, 0.0), (30.0, numpy_dice(warped, np.ones_like(seen)))):
+        net.body.head.bias.data.fill_(bias)
+        segmenter = tn.TemplateSegmenter(net, {"architecture": net.architecture()}, torch.device("cpu"), False, False)
+        result = segment_volume(volume, lambda c: segmenter(c), largest_component=False)
+        assert result.network["unet_dice"] == pytest.approx(expected, abs=1e-4)
+        assert result.labels.any()  # the template always draws a kidney: hence the check
+        assert len(result.warnings) == 1 and f"Dice {expected:.2f}" in result.warnings[0]
+
+
 def test_command_line_defaults_are_the_configuration_defaults():
     assert templates.DEFAULT_PENALTY == tn.TemplateConfig.penalty
     assert templates.DEFAULT_FIELD_LEVEL == tn.TemplateConfig.field_level
@@ -749,6 +787,9 @@ def test_segment_command_with_a_template_model_reports_folding(tmp_path):
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     assert 0.0 <= summary["template"]["folded_fraction"] < 1.0 and summary["template"]["components"] >= 0
+    assert "unet_dice" not in summary["template"]  # no U-Net output inside this model to compare with
+    printed = [line for line in out.stderr.splitlines() if line.startswith("warning: ")]
+    assert printed == [f"warning: {warning}" for warning in summary["warnings"]]
     labels, segments = read_segmentation(tmp_path / "k.seg.nrrd")
     assert [s.name for s in segments] == ["Kidney"] and labels.array.shape == volume.array.shape
     refused = subprocess.run([sys.executable, "-m", "KidneyUSLib", "segment", str(tmp_path / "us.nrrd"), "--output",
