@@ -568,7 +568,8 @@ class TemplateSegmenter:
             det = jacobian_determinant(deformation.grid)
             probabilities = deformation.probabilities
             # a template always yields a kidney; the U-Net inside says whether the image shows one
-            agreement = mask_dice(probabilities, body_outputs[2]) if len(body_outputs) == 3 else None
+            agreement = (float(unet.dice_score(probabilities > 0.5, body_outputs[2] > 0.5)[0])
+                         if len(body_outputs) == 3 else None)
             if factor > 1:
                 probabilities = F.interpolate(probabilities, size=cube.shape, mode="trilinear",
                                               align_corners=transforms.ALIGN_CORNERS)
@@ -582,13 +583,6 @@ class TemplateSegmenter:
         if agreement is not None:
             info["unet_dice"] = round(agreement, 4)
         return probability, info
-
-
-def mask_dice(a: torch.Tensor, b: torch.Tensor, threshold: float = 0.5) -> float:
-    """Dice of two probability maps thresholded at `threshold`; 1.0 when both are empty."""
-    a, b = a > threshold, b > threshold
-    total = int(a.sum()) + int(b.sum())
-    return 2.0 * int((a & b).sum()) / total if total else 1.0
 
 
 def load_template_segmenter(entry_or_folder, device: torch.device | str = "auto", **precision) -> TemplateSegmenter:
