@@ -2,9 +2,9 @@
 
 forward: the U-Net on one 80^3 cube, fp32 eager (the baseline) against bf16 autocast +
 channels_last_3d and against the inference form (`unet_inference`: batch norm folded, no
-upsampled tensor), the latter also with its weights stored in bf16 (no autocast casts), in the same
-run; on CUDA also as captured CUDA graphs and, with --compile, the bf16-weight inference form
-through torch.compile. Each row gives the median latency, the speed-up over
+upsampled tensor) in the same run, a plain U-Net's inference form also with its weights stored in
+bf16 (no autocast casts); on CUDA also as captured CUDA graphs and, with --compile, the last of
+those forms through torch.compile. Each row gives the median latency, the speed-up over
 the baseline, the convolution FLOPs that ran, the achieved TFLOP/s and the largest probability
 difference from the baseline; with a known peak (H100/H200 bf16 dense: 989 TFLOP/s, or
 --peak-tflops) also the compute floor of the network as trained.
@@ -189,12 +189,14 @@ def bench_forward(label: str, network, device, args, profiles: list[str] | None 
         if device.type == "cuda":
             record(f"{prefix}bf16 + channels_last_3d + CUDA graph", form, bf16(form, cache=False), xc, captured)
     prefix, form = forms[-1]
-    # weights stored in bf16: no autocast, so a CUDA graph or compiled graph casts no weights per call
-    weights = copy.deepcopy(form).to(torch.bfloat16)
-    xb = xc.to(torch.bfloat16)
-    record(f"{prefix}bf16 weights + channels_last_3d", weights, weights, xb)
-    if device.type == "cuda":
-        record(f"{prefix}bf16 weights + channels_last_3d + CUDA graph", weights, weights, xb, captured)
+    # weights stored in bf16, no autocast: a CUDA graph or compiled graph casts no weights per call.
+    # Plain U-Nets only: transfer layers keep parts of their work in fp32.
+    weights = copy.deepcopy(form).to(torch.bfloat16) if isinstance(form, InferenceUNet3D) else None
+    if weights is not None:
+        xb = xc.to(torch.bfloat16)
+        record(f"{prefix}bf16 weights + channels_last_3d", weights, weights, xb)
+        if device.type == "cuda":
+            record(f"{prefix}bf16 weights + channels_last_3d + CUDA graph", weights, weights, xb, captured)
     if profiles is not None:
         try:
             table = profile_table(bf16(form), xc, device)
@@ -202,8 +204,12 @@ def bench_forward(label: str, network, device, args, profiles: list[str] | None 
             table = f"profile failed: {type(exc).__name__}: {exc}"[:300]
         profiles.append(f"## {label}: {prefix}bf16 + channels_last_3d, eager\n\n{table}")
     if device.type == "cuda" and args.compile:
-        record(f"{prefix}bf16 weights + channels_last_3d + torch.compile({args.compile_mode})", weights,
-               torch.compile(weights, mode=args.compile_mode), xb, compiled)
+        if weights is not None:
+            record(f"{prefix}bf16 weights + channels_last_3d + torch.compile({args.compile_mode})", weights,
+                   torch.compile(weights, mode=args.compile_mode), xb, compiled)
+        else:
+            record(f"{prefix}bf16 + channels_last_3d + torch.compile({args.compile_mode})", form,
+                   bf16(torch.compile(form, mode=args.compile_mode)), xc, compiled)
     return rows
 
 

@@ -162,3 +162,20 @@ def test_bench_forward_times_the_inference_form_against_the_fp32_baseline():
     assert rows["inference form, bf16 + channels_last_3d"]["max_abs_diff_vs_fp32"] < 0.05
     weights = rows["inference form, bf16 weights + channels_last_3d"]  # counted and run in bf16
     assert weights["max_abs_diff_vs_fp32"] < 0.05 and weights["gflop"] == fast["gflop"]
+
+
+def test_bench_forward_times_transfer_networks_under_autocast_only():
+    """Transfer layers keep parts of their work in fp32, so a transfer network gets no bf16-weight
+    rows (which would fail on its dtypes) and every row it gets runs."""
+    from argparse import Namespace
+
+    from KidneyUSLib import bench, transfer
+
+    torch.manual_seed(0)
+    base = unet.UNet3D(unet.UNetConfig(width=2, dropout=0.0)).eval()
+    model = transfer.TransferUNet(base, transfer.TransferConfig(geometric=True, intensity=True, predictor_width=2)).eval()
+    args = Namespace(repeats=1, compile=False, compile_mode="reduce-overhead", peak_tflops=None)
+    rows = {row["mode"]: row for row in bench.bench_forward("transfer", model, torch.device("cpu"), args)}
+    assert all("error" not in row for row in rows.values()), rows
+    assert not any("weights" in mode for mode in rows)
+    assert rows["inference form, bf16 + channels_last_3d"]["max_abs_diff_vs_fp32"] < 0.05
