@@ -109,12 +109,18 @@ class SegmentationResult:
 # Below this Dice between a template model's output and its own U-Net, the kidney it drew is
 # mostly the template's prior: the image may show no kidney, or only part of one.
 MIN_UNET_AGREEMENT = 0.5
+# Smaller than any whole kidney (a newborn's is about 10 mL): a false positive or a kidney cut by
+# the field of view.
+MIN_KIDNEY_ML = 5.0
 
 
-def result_warnings(labels: np.ndarray, network_info: dict) -> list[str]:
+def result_warnings(labels: np.ndarray, volume_ml: float, network_info: dict) -> list[str]:
     warnings = []
     if not labels.any():
         warnings.append("no kidney found: the segmentation is empty (is there a kidney in the image?)")
+    elif volume_ml < MIN_KIDNEY_ML:
+        warnings.append(f"the kidney found is {volume_ml:.1f} mL, smaller than any whole kidney (< {MIN_KIDNEY_ML:g} mL): "
+                        "the image may show no kidney, or only part of one; check the result")
     agreement = network_info.get("unet_dice")
     if agreement is not None and agreement < MIN_UNET_AGREEMENT:
         warnings.append(f"the template's kidney and the model's own U-Net agree poorly (Dice {agreement:.2f} < "
@@ -154,7 +160,7 @@ def segment_volume(volume: Volume, segmenter, threshold: float = 0.5, largest_co
     timings["postprocess"] = time.perf_counter() - start
     volume_ml = float(labels.sum() * np.prod(volume.spacing) / 1000.0)
     return SegmentationResult(labels, volume_ml, {k: round(v, 4) for k, v in timings.items()}, network_info,
-                              result_warnings(labels, network_info))
+                              result_warnings(labels, volume_ml, network_info))
 
 
 def load_segmenter(entry, device: str = "auto"):

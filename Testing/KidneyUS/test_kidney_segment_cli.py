@@ -217,3 +217,30 @@ def test_a_real_ultrasound_volume_gets_a_segmentation_on_its_own_grid(tmp_path, 
     labels, segments = read_segmentation(output)
     assert labels.array.shape == volume.array.shape and [s.name for s in segments] == ["Kidney"]
     np.testing.assert_allclose(labels.ijk_to_ras, volume.ijk_to_ras, atol=1e-6)
+
+
+def test_the_bundled_model_warns_on_a_real_ultrasound_without_a_kidney(tmp_path, shared_data, capsys):
+    """The spine phantom's 3D ultrasound shows no kidney: whatever the bundled U-Net finds there is
+    empty or smaller than any kidney, and `segment` says so, while still writing the file."""
+    output = tmp_path / "spine.seg.nrrd"
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, ["segment", str(shared_data / "plus_us_spine_phantom_3d.mha"), "--output", str(output),
+                       "--device", "cpu", "--json", "--progress", "quiet"])
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 0, captured.err
+    summary = json.loads(captured.out)
+    assert summary["volume_ml"] < 5 and len(summary["warnings"]) == 1 and output.exists()
+    assert f"warning: {summary['warnings'][0]}" in captured.err.splitlines()
+
+
+def test_result_warnings_name_an_empty_a_too_small_and_an_unsupported_kidney():
+    some = np.zeros((4, 4, 4), np.uint8)
+    some[1, 1, 1] = 1
+    assert segmentation.result_warnings(some, segmentation.MIN_KIDNEY_ML, {}) == []
+    small = segmentation.result_warnings(some, 4.94, {})
+    assert len(small) == 1 and "4.9 mL, smaller than any whole kidney" in small[0]
+    empty = segmentation.result_warnings(np.zeros_like(some), 0.0, {"unet_dice": 1.0})
+    assert len(empty) == 1 and empty[0].startswith("no kidney found")
+    both = segmentation.result_warnings(some, 3.0, {"unet_dice": 0.3})
+    assert len(both) == 2 and "Dice 0.30" in both[1]
+    assert segmentation.result_warnings(some, 120.0, {"unet_dice": segmentation.MIN_UNET_AGREEMENT}) == []
