@@ -77,7 +77,8 @@ def grid_centre(shape: Sequence[int]) -> tuple[float, float, float]:
 
 def parts_from_parameters(params: torch.Tensor, centre: Sequence[float]) -> list[torch.Tensor]:
     """The factors [T, C+, Rz, Ry, Rx, S, C−] of G from [B, 9] parameters (see module doc)."""
-    c = torch.as_tensor(centre, dtype=params.dtype, device=params.device).expand(params.shape[0], 3)
+    # filled on the device: no host-to-device copy, so a CUDA graph can capture it
+    c = torch.stack([torch.full_like(params[:, 0], value) for value in centre], dim=1)
     return [
         translation(params[:, 0:3]),
         translation(c),
@@ -98,21 +99,19 @@ def matrix_from_parameters(params: torch.Tensor, centre: Sequence[float]) -> tor
 
 
 def inverse(matrix: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.inv(matrix)
+    # inv_ex skips the error check and its host sync (CUDA graphs); every matrix inverted here is
+    # invertible by construction (rotations, exp scales, translations, voxel_to_normalised)
+    return torch.linalg.inv_ex(matrix)[0]
 
 
 def voxel_to_normalised(shape: Sequence[int], align_corners: bool = ALIGN_CORNERS,
                         dtype=torch.float32, device=None) -> torch.Tensor:
     """4x4 matrix taking voxel (x, y, z) to grid_sample's normalised (x, y, z) for shape (D, H, W)."""
-    sizes = torch.tensor([shape[2], shape[1], shape[0]], dtype=torch.float64)
-    m = torch.eye(4, dtype=torch.float64)
-    if align_corners:
-        m[:3, :3] = torch.diag(2 / (sizes - 1).clamp(min=1))
-        m[:3, 3] = -1
-    else:
-        m[:3, :3] = torch.diag(2 / sizes)
-        m[:3, 3] = 1 / sizes - 1
-    return m.to(dtype=dtype, device=device)
+    m = torch.eye(4, dtype=dtype, device=device)  # filled on the device, as in parts_from_parameters
+    for axis, size in enumerate((shape[2], shape[1], shape[0])):
+        m[axis, axis] = 2 / max(size - 1, 1) if align_corners else 2 / size
+        m[axis, 3] = -1.0 if align_corners else 1 / size - 1
+    return m
 
 
 def sample(volume: torch.Tensor, matrix: torch.Tensor, mode: str = "bilinear",
@@ -123,7 +122,7 @@ def sample(volume: torch.Tensor, matrix: torch.Tensor, mode: str = "bilinear",
     """
     shape = volume.shape[2:]
     n = voxel_to_normalised(shape, dtype=matrix.dtype, device=matrix.device)
-    theta = (n @ matrix @ torch.linalg.inv(n))[:, :3, :]
+    theta = (n @ matrix @ inverse(n))[:, :3, :]
     grid = F.affine_grid(theta.to(volume.dtype), list(volume.shape), align_corners=ALIGN_CORNERS)
     return F.grid_sample(volume, grid, mode=mode, padding_mode=padding_mode, align_corners=ALIGN_CORNERS)
 
