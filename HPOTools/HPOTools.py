@@ -23,7 +23,6 @@ from slicer.util import VTKObservationMixin
 METHODS = ["bo", "random", "grid", "hyperband", "hyperband-bo-liar", "hyperband-bo-thesis"]
 TASKS = ["MRIFieldOfView:classifier", "KidneyUS:unet", "benchmark:hartmann6", "benchmark:branin"]
 TASKS_WITH_DATA_FOLDER = ["MRIFieldOfView:classifier"]
-POLL_MS = 2000
 
 
 class HPOTools(ScriptedLoadableModule):
@@ -68,8 +67,7 @@ class HPOToolsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._folder = None
         self._tableNode = None
         self._chartNode = None
-        self._timer = qt.QTimer()
-        self._timer.setInterval(POLL_MS)
+        self._timer = qt.QTimer()  # its interval follows the study (refresh)
         self._timer.connect("timeout()", self.refresh)
 
     def setup(self):
@@ -165,12 +163,12 @@ class HPOToolsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             status = self.logic.updateNodes(self._folder, self._tableNode, self._chartNode)
         except Exception as exc:  # the study may be mid-write or deleted: say so, keep polling
             self.ui.statusLabel.setText(f"cannot read the study: {exc}")
+            self._timer.setInterval(self.logic.pollInterval(None))
             return
         self._tableNode, self._chartNode = status["table_node"], status["chart_node"]
         self.ui.statusLabel.setText(self.logic.describe(status))
         self.updateButtons(status)
-        if status["state"] != "running":
-            self._timer.stop()
+        self._timer.setInterval(self.logic.pollInterval(status))
 
     def updateButtons(self, status):
         actions = self.logic.actions(status) if status else {"cancel": False, "resume": False, "install": False}
@@ -224,6 +222,11 @@ class HPOToolsLogic(ScriptedLoadableModuleLogic):
         from HPOToolsLib.logic import update_study_nodes
 
         return update_study_nodes(folder, tableNode, chartNode)
+
+    def pollInterval(self, status):
+        from HPOToolsLib.logic import poll_interval_ms
+
+        return poll_interval_ms(status)
 
     def describe(self, status):
         from HPOToolsLib.logic import describe_status

@@ -19,6 +19,11 @@ from .study.status import comparable, study_status
 from .study.storage import StudyStore
 
 TABLE_COLUMNS = ("trial", "state", "value", "best so far", "budget", "parameters", "error")
+RUNNING_POLL_MS = 2000
+# A study that is not running here may be resumed elsewhere (command line, another Slicer): the
+# panel keeps looking, less often.
+IDLE_POLL_MS = 10000
+REVISION_ATTRIBUTE = "HPOTools.revision"
 
 
 def read_study(folder: str | Path) -> tuple[dict, list]:
@@ -95,6 +100,10 @@ def update_study_nodes(folder: str | Path, table_node=None, chart_node=None) -> 
 
     scene = slicer.mrmlScene
     status, trials = read_study(folder)
+    revision = _revision(status, trials)
+    if table_node is not None and chart_node is not None and table_node.GetAttribute(REVISION_ATTRIBUTE) == revision:
+        status["table_node"], status["chart_node"] = table_node, chart_node  # unchanged: no redraw
+        return status
     name = Path(folder).name
     if table_node is None:
         table_node = scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} trials")
@@ -106,8 +115,23 @@ def update_study_nodes(folder: str | Path, table_node=None, chart_node=None) -> 
     chart_node.SetTitle(f"{status['objective']} — {status['method']}")
     chart_node.SetXAxisTitle("trial (training order)")
     chart_node.SetYAxisTitle("loss")
+    table_node.SetAttribute(REVISION_ATTRIBUTE, revision)
     status["table_node"], status["chart_node"] = table_node, chart_node
     return status
+
+
+def _revision(status: dict, trials: list) -> str:
+    """A digest of what the table and chart show."""
+    import hashlib
+
+    shown = [status["objective"], status["method"],
+             [(t.number, t.state.value, t.value, t.budget, t.params, t.error) for t in trials]]
+    return hashlib.sha256(json.dumps(shown, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def poll_interval_ms(status: dict | None) -> int:
+    """How often the panel reads the study: often while it runs, seldom otherwise (None: unreadable)."""
+    return RUNNING_POLL_MS if status and status["state"] == "running" else IDLE_POLL_MS
 
 
 def table_column(table_node, name: str) -> np.ndarray | list:

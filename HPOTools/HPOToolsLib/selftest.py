@@ -13,7 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .logic import available_actions, read_study, table_column, update_study_nodes
+from .logic import (IDLE_POLL_MS, RUNNING_POLL_MS, available_actions, poll_interval_ms, read_study, table_column,
+                    update_study_nodes)
 from .study.control import launch_background
 from .study.runner import create_study, run_study
 
@@ -69,7 +70,8 @@ def multi_fidelity_best_counts_only_the_largest_budget() -> None:
 
 
 def interrupted_study_offers_resume() -> None:
-    """A runner killed with SIGKILL shows as interrupted, offers resume, and resuming finishes it."""
+    """A runner killed with SIGKILL shows as interrupted, offers resume, and resuming finishes it;
+    the panel's nodes stay as drawn while the study is idle and follow the resumed run."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = create_study(Path(tmp) / "killed", {"objective": "benchmark:branin", "method": "random",
                                                     "budget": {"trials": 8}, "seed": 5, "trial_sleep": 0.3})
@@ -80,10 +82,20 @@ def interrupted_study_offers_resume() -> None:
                            "the study to show as interrupted")
         assert status["pid"] is None
         assert available_actions(status)["resume"] and not available_actions(status)["cancel"]
-        launch_background(folder, [])
+        # the panel keeps reading an idle study, seldom, and redraws only what changed
+        shown = update_study_nodes(folder)
+        table, chart = shown["table_node"], shown["chart_node"]
+        drawn, rows = table.GetMTime(), table.GetNumberOfRows()
+        assert poll_interval_ms(shown) == IDLE_POLL_MS > RUNNING_POLL_MS
+        assert update_study_nodes(folder, table, chart)["state"] == "interrupted" and table.GetMTime() == drawn
+        launch_background(folder, [])  # resumed elsewhere: the command line, another Slicer
+        running = _wait_for(lambda: (s := read_study(folder)[0])["state"] == "running" and s, 30, "the resumed run")
+        assert poll_interval_ms(running) == RUNNING_POLL_MS
         status = _wait_for(lambda: (s := read_study(folder)[0])["state"] == "finished" and s, 90,
                            "the resumed study to finish")
         assert status["trials"]["complete"] == 8, status["trials"]
+        assert update_study_nodes(folder, table, chart)["table_node"] is table and table.GetMTime() > drawn
+        assert table.GetNumberOfRows() > rows and len(table_column(table, "value")) == len(read_study(folder)[1])
         numbers = [t.number for t in read_study(folder)[1] if t.state.value == "complete"]
         assert len(numbers) == len(set(numbers)) == 8
 
