@@ -119,7 +119,7 @@ def result_warnings(labels: np.ndarray, volume_ml: float, network_info: dict) ->
     if not labels.any():
         warnings.append("no kidney found: the segmentation is empty (is there a kidney in the image?)")
     elif volume_ml < MIN_KIDNEY_ML:
-        warnings.append(f"the kidney found is {volume_ml:.1f} mL, smaller than any whole kidney (< {MIN_KIDNEY_ML:g} mL): "
+        warnings.append(f"the kidney found is {volume_ml:.2f} mL, smaller than any whole kidney (< {MIN_KIDNEY_ML:g} mL): "
                         "the image may show no kidney, or only part of one; check the result")
     agreement = network_info.get("unet_dice")
     if agreement is not None and agreement < MIN_UNET_AGREEMENT:

@@ -107,10 +107,12 @@ def inverse(matrix: torch.Tensor) -> torch.Tensor:
 def voxel_to_normalised(shape: Sequence[int], align_corners: bool = ALIGN_CORNERS,
                         dtype=torch.float32, device=None) -> torch.Tensor:
     """4x4 matrix taking voxel (x, y, z) to grid_sample's normalised (x, y, z) for shape (D, H, W)."""
-    m = torch.eye(4, dtype=dtype, device=device)  # filled on the device, as in parts_from_parameters
+    m = torch.eye(4, dtype=dtype, device=device)
     for axis, size in enumerate((shape[2], shape[1], shape[0])):
-        m[axis, axis] = 2 / max(size - 1, 1) if align_corners else 2 / size
-        m[axis, 3] = -1.0 if align_corners else 1 / size - 1
+        # fill_, not item assignment: on CUDA `m[i, j] = x` copies a host tensor, which a CUDA
+        # graph cannot capture
+        m[axis, axis].fill_(2 / max(size - 1, 1) if align_corners else 2 / size)
+        m[axis, 3].fill_(-1.0 if align_corners else 1 / size - 1)
     return m
 
 

@@ -238,7 +238,7 @@ def test_result_warnings_name_an_empty_a_too_small_and_an_unsupported_kidney():
     some[1, 1, 1] = 1
     assert segmentation.result_warnings(some, segmentation.MIN_KIDNEY_ML, {}) == []
     small = segmentation.result_warnings(some, 4.94, {})
-    assert len(small) == 1 and "4.9 mL, smaller than any whole kidney" in small[0]
+    assert len(small) == 1 and "4.94 mL, smaller than any whole kidney" in small[0]
     empty = segmentation.result_warnings(np.zeros_like(some), 0.0, {"unet_dice": 1.0})
     assert len(empty) == 1 and empty[0].startswith("no kidney found")
     both = segmentation.result_warnings(some, 3.0, {"unet_dice": 0.3})

@@ -130,3 +130,18 @@ def test_experiment_transfer_runs_the_rows_with_their_learning_rates_and_writes_
                                  timeout=120)
         assert refused.returncode != 0 and message in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
         assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (run on the GPU machine)")
+def test_a_transfer_network_is_captured_by_a_cuda_graph():
+    """No host copy or host sync on the forward path (the bench's CUDA graph rows): the replay of
+    a captured graph on new input equals the eager forward."""
+    from KidneyUSLib.bench import _captured
+
+    model = transfer.TransferUNet(_base(), transfer.TransferConfig(geometric=True, intensity=True)).cuda().eval()
+    static = torch.randn(1, 1, 32, 32, 32, device="cuda")
+    with torch.no_grad():
+        replay = _captured(model, static)
+        fresh = torch.randn_like(static)
+        static.copy_(fresh)
+        torch.testing.assert_close(replay(), model(fresh))
