@@ -149,17 +149,45 @@ def postprocess(probability: np.ndarray, info: PreprocessInfo, threshold: float 
     Cubic interpolation is only evaluated where it can change the decision: trilinear values
     first, then cubic ones at the voxels within REFINE_BAND of the threshold (a few % of a large
     input; the B-spline and trilinear values of a probability map differ by far less than that).
+    Both only inside the box of input voxels that a cube value within reach of the threshold can
+    touch (`_input_box`; the kidney's neighbourhood), and the largest component is found there.
     """
     cube = np.asarray(probability, dtype=np.float32)
-    to_cube = np.linalg.inv(info.cube_to_input)
-    values = _resample(cube, to_cube, info.input_shape, order=1)
+    mask = np.zeros(info.input_shape, dtype=np.uint8)
+    box = _input_box(cube >= threshold - REFINE_BAND, info)
+    if box is None:
+        return mask
+    origin = np.eye(4)
+    origin[:3, 3] = [box[2].start, box[1].start, box[0].start]  # (i, j, k) of the box's first voxel
+    to_cube = np.linalg.inv(info.cube_to_input) @ origin
+    shape = tuple(b.stop - b.start for b in box)
+    values = _resample(cube, to_cube, shape, order=1)
     band = np.flatnonzero(np.abs(values - threshold) < REFINE_BAND)
     if band.size:
-        kji = np.stack(np.unravel_index(band, info.input_shape)).astype(np.float64)
+        kji = np.stack(np.unravel_index(band, shape)).astype(np.float64)
         reverse = np.eye(3)[::-1]
         cube_kji = (reverse @ to_cube[:3, :3] @ reverse) @ kji + (reverse @ to_cube[:3, 3])[:, None]
         coefficients = ndimage.spline_filter(cube, 3, output=np.float32, mode="constant")
         values.flat[band] = ndimage.map_coordinates(coefficients, cube_kji, order=3, mode="constant", cval=0.0,
                                                     prefilter=False)
-    mask = values >= threshold
-    return keep_largest_component(mask) if largest_component else mask.astype(np.uint8)
+    inside = values >= threshold
+    mask[box] = keep_largest_component(inside) if largest_component else inside
+    return mask
+
+
+def _input_box(candidates: np.ndarray, info: PreprocessInfo) -> tuple[slice, slice, slice] | None:
+    """The input voxels (k, j, i slices) whose trilinear value can reach the refine band: those
+    whose 8 cube neighbours include a candidate (value >= threshold - REFINE_BAND). Elsewhere the
+    value is a convex combination of cube values below that, so the mask is 0 there."""
+    if not candidates.any():
+        return None
+    ks, js, is_ = (np.flatnonzero(candidates.any(axis=axes)) for axes in ((1, 2), (0, 2), (0, 1)))
+    low = np.array([is_[0], js[0], ks[0]], dtype=float) - 1  # (i, j, k), one cube voxel of slack each side
+    high = np.array([is_[-1], js[-1], ks[-1]], dtype=float) + 1
+    corners = np.array([[c[0], c[1], c[2], 1.0] for c in np.array(np.meshgrid(*zip(low, high))).reshape(3, -1).T])
+    ijk = corners @ info.cube_to_input.T
+    first = np.maximum(np.floor(ijk[:, :3].min(axis=0)), 0).astype(int)
+    last = np.minimum(np.ceil(ijk[:, :3].max(axis=0)), np.array(info.input_shape[::-1]) - 1).astype(int)
+    if np.any(last < first):
+        return None
+    return tuple(slice(first[axis], last[axis] + 1) for axis in (2, 1, 0))

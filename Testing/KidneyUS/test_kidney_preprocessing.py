@@ -141,9 +141,14 @@ def test_postprocess_equals_thresholding_the_full_cubic_resampling():
     _, info = preprocessing.preprocess(volume)
     smooth = preprocessing.resample_to_cube(label.array, info)
     noisy = np.clip(smooth + np.random.default_rng(0).normal(0, 0.1, smooth.shape), 0, 1).astype(np.float32)
-    for cube in (smooth, (smooth > 0.5).astype(np.float32), noisy):  # smooth, network-sharp, noisy maps
+    first = np.flatnonzero(preprocessing.field_of_view(info).any(axis=(1, 2)))[0]
+    border = np.zeros_like(smooth)  # a slab across the input's first face: the box postprocess works in is clipped
+    border[max(first - 2, 0):first + 3] = 0.9 * preprocessing.field_of_view(info)[first]
+    # smooth, network-sharp, noisy, edge and empty maps
+    for cube in (smooth, (smooth > 0.5).astype(np.float32), noisy, border, np.zeros_like(smooth)):
         full = (preprocessing.cube_to_input(cube, info) >= 0.5).astype(np.uint8)
         np.testing.assert_array_equal(preprocessing.postprocess(cube, info, largest_component=False), full)
+        assert full.any() or not cube.any()
 
 
 def test_round_trip_of_real_kidney_masks_on_a_ras_stored_ct(shared_data):
