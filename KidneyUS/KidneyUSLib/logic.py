@@ -66,7 +66,7 @@ class KidneyUSLogic:
         segmenter = segmenter or self.load_segmenter(model, method, device)
         result = segment_volume(volume, segmenter, threshold, largest_component, progress=progress)
         self.last_network_info = result.network  # template: folded-voxel fraction, components, G
-        self.last_warnings = result.warnings  # an empty output, a template its own U-Net does not bear out
+        self.last_warnings = result.warnings  # an empty or too small output, a template its own U-Net does not bear out
         return self.show_labels(volume_node, result.labels, output_node)
 
     @staticmethod

@@ -11,7 +11,7 @@ The cube is centred on the centre of the input's field of view.
 """
 
 from dataclasses import dataclass
-from itertools import permutations
+from itertools import permutations, product
 
 import numpy as np
 from scipy import ndimage
@@ -184,7 +184,7 @@ def _input_box(candidates: np.ndarray, info: PreprocessInfo) -> tuple[slice, sli
     ks, js, is_ = (np.flatnonzero(candidates.any(axis=axes)) for axes in ((1, 2), (0, 2), (0, 1)))
     low = np.array([is_[0], js[0], ks[0]], dtype=float) - 1  # (i, j, k), one cube voxel of slack each side
     high = np.array([is_[-1], js[-1], ks[-1]], dtype=float) + 1
-    corners = np.array([[c[0], c[1], c[2], 1.0] for c in np.array(np.meshgrid(*zip(low, high))).reshape(3, -1).T])
+    corners = np.array([[*corner, 1.0] for corner in product(*zip(low, high))])
     ijk = corners @ info.cube_to_input.T
     first = np.maximum(np.floor(ijk[:, :3].min(axis=0)), 0).astype(int)
     last = np.minimum(np.ceil(ijk[:, :3].max(axis=0)), np.array(info.input_shape[::-1]) - 1).astype(int)
